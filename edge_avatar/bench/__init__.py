@@ -1,0 +1,63 @@
+"""Benchmarks: ``edge-avatar bench [NAME] --json``, one JSON out, recorded in BENCHMARKS.md.
+
+Why a registry: every capability adds its own benchmark (perception,
+conversation, planner, renderer, engines) and ``bench`` with no name runs all
+of them into one document with the machine named, so figures are comparable
+run to run. Benchmarks warm up, repeat, and report min/p50/p95; speed targets
+live here, never in timed unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any, Callable
+
+from edge_avatar import __version__
+
+# name -> (function(quick: bool) -> dict, one-line description)
+BENCHMARKS: dict[str, tuple[Callable[[bool], dict[str, Any]], str]] = {}
+
+
+def register(name: str, description: str):
+    def wrap(fn: Callable[[bool], dict[str, Any]]):
+        BENCHMARKS[name] = (fn, description)
+        return fn
+    return wrap
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = 0.0
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
+            "machine": platform.machine(), "python": platform.python_version(),
+            "edge_avatar": __version__}
+
+
+def run_benchmarks(names: list[str] | None, quick: bool = False,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    from edge_avatar.bench import loop_bench  # noqa: F401, PLC0415 - registers itself
+
+    selected = names or sorted(BENCHMARKS)
+    unknown = [n for n in selected if n not in BENCHMARKS]
+    if unknown:
+        raise KeyError(f"unknown benchmark {unknown[0]!r}; available: {', '.join(sorted(BENCHMARKS))}")
+    results: dict[str, Any] = {"machine": machine_info(), "quick": quick, "benchmarks": {}}
+    for name in selected:
+        if progress:
+            progress(f"bench {name}: {BENCHMARKS[name][1]}")
+        results["benchmarks"][name] = BENCHMARKS[name][0](quick)
+    return results

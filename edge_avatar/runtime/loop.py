@@ -1,0 +1,290 @@
+"""The one fixed-rate tick: capture -> perception -> planner -> renderer -> present.
+
+Why this module exists: the avatar's face must advance exactly once per
+frame period of the *audio* clock, whatever else the device is doing, or lip
+sync and every latency figure are lost. The schedule is integer arithmetic
+on the media clock: tick ``k`` is due at ``t0 + k * 1e9 / rate`` (the rate is
+kept as an exact fraction), so nothing accumulates and the loop never drifts.
+
+When a tick starts late:
+
+- later than ``loop.late_tick_skip_perception_ms``: perception is skipped for
+  that tick (the planner runs on the last token) and it is counted;
+- later than a whole period: the ticks that can no longer be on time are
+  dropped (counted); the output repeats the last image for their pts, and the
+  schedule resumes on the next due tick rather than trying to catch up.
+
+Every stage is timed (``stages_ms`` in the report) and the whole tick too.
+The tick never waits on a worker: it drains bounded queues without blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from edge_avatar.clock import MediaClock
+from edge_avatar.frames import CaptureStatus, RenderedFrame, VideoFrame
+from edge_avatar.motion import MotionFrame, sanitize_motion
+from edge_avatar.runtime.queues import BoundedQueue
+from edge_avatar.runtime.timing import StageTimer
+from edge_avatar.sensors.base import CameraSource
+from edge_avatar.outputs.base import OutputSink
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "perception", "planner", "renderer", "present")
+
+
+class Perception(Protocol):
+    def perceive(self, frame: VideoFrame, voice_rms: float) -> np.ndarray: ...
+
+
+class Planner(Protocol):
+    def step(self, pts_ns: int, token: np.ndarray | None) -> np.ndarray: ...
+
+
+class Renderer(Protocol):
+    def render(self, motion: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class LoopEvent:
+    pts_ns: int
+    kind: str        # "camera_lost", "camera_recovered", "camera_eos", "stalled", ...
+    detail: str = ""
+
+
+@dataclass
+class TickState:
+    """What one tick knows; the previous tick's values are kept when a stage has nothing new."""
+
+    tick: int = 0
+    pts_ns: int = 0
+    lateness_ns: int = 0
+    frame: VideoFrame | None = None
+    new_frame: bool = False
+    token: np.ndarray | None = None
+    voice_rms: float = 0.0
+    motion: MotionFrame | None = None
+    image: np.ndarray | None = None
+
+
+@dataclass
+class LoopCounters:
+    ticks: int = 0
+    frames_rendered: int = 0
+    ticks_dropped: int = 0
+    ticks_late: int = 0
+    perception_runs: int = 0
+    perception_skipped_late: int = 0
+    camera_timeouts: int = 0
+    camera_errors: int = 0
+    motion_values_clamped: int = 0
+    max_lateness_ns: int = 0
+    events: list[LoopEvent] = field(default_factory=list)
+
+
+class TickSchedule:
+    """Exact due times: ``due_ns(k) = t0 + floor(k * 1e9 / rate)``, with the rate as a fraction."""
+
+    def __init__(self, tick_rate_hz: float, t0_ns: int):
+        self.rate = Fraction(tick_rate_hz).limit_denominator(1001)
+        self.t0_ns = t0_ns
+
+    def due_ns(self, k: int) -> int:
+        return self.t0_ns + (k * 1_000_000_000 * self.rate.denominator) // self.rate.numerator
+
+    def index_at(self, now_ns: int) -> int:
+        """The last tick index whose due time is <= now."""
+        k = ((now_ns - self.t0_ns) * self.rate.numerator) // (1_000_000_000 * self.rate.denominator)
+        while self.due_ns(k + 1) <= now_ns:
+            k += 1
+        while k > 0 and self.due_ns(k) > now_ns:
+            k -= 1
+        return max(k, 0)
+
+    @property
+    def period_ns(self) -> float:
+        return 1e9 / float(self.rate)
+
+
+class AvatarLoop:
+    def __init__(
+        self,
+        *,
+        clock: MediaClock,
+        tick_rate_hz: float,
+        perception_stride_ticks: int,
+        late_tick_skip_perception_ms: float,
+        camera: CameraSource | None,
+        sink: OutputSink,
+        perception: Perception | None,
+        planner: Planner,
+        renderer: Renderer,
+        voice_level: Callable[[], float] | None = None,
+        stats_window_ticks: int = 20000,
+        on_tick: Callable[[TickState], None] | None = None,
+    ):
+        self.clock = clock
+        self.tick_rate_hz = tick_rate_hz
+        self.perception_stride_ticks = perception_stride_ticks
+        self.late_skip_ns = int(late_tick_skip_perception_ms * 1e6)
+        self.camera = camera
+        self.sink = sink
+        self.perception = perception
+        self.planner = planner
+        self.renderer = renderer
+        self.voice_level = voice_level or (lambda: 0.0)
+        self.on_tick = on_tick
+        self.timers = {name: StageTimer(name, stats_window_ticks) for name in STAGES}
+        self.tick_timer = StageTimer("tick", stats_window_ticks)
+        self.lateness_timer = StageTimer("lateness", stats_window_ticks)
+        self.counters = LoopCounters()
+        self.stop_event = threading.Event()
+        self.schedule: TickSchedule | None = None
+        self.last_tick_pts_ns = 0
+        self.final_drift_ns = 0
+        self.frames_advanced = 0  # read by the watchdog: only moves while frames really advance
+        self._camera_ok = True
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Tick until ``stop()``, the duration (media time) has passed, or the camera reports EOS."""
+        base = self.clock.time_base
+        schedule = self.schedule = TickSchedule(self.tick_rate_hz, self.clock.now_ns())
+        end_ns = None if duration_s is None else schedule.t0_ns + int(duration_s * 1e9)
+        state = TickState()
+        k = 0
+        while not self.stop_event.is_set():
+            due_ns = schedule.due_ns(k)
+            if end_ns is not None and due_ns >= end_ns:
+                break
+            self.clock.sleep_until_ns(due_ns)
+            now_ns = self.clock.now_ns()
+            if now_ns - due_ns >= schedule.period_ns:
+                # Too late for whole ticks: drop them and resume on the one that is due now.
+                k_now = schedule.index_at(now_ns)
+                self.counters.ticks_dropped += k_now - k
+                k, due_ns = k_now, schedule.due_ns(k_now)
+                if end_ns is not None and due_ns >= end_ns:
+                    break
+            tick_start_ns = base.monotonic_ns()
+            state.tick, state.pts_ns, state.lateness_ns = k, due_ns, now_ns - due_ns
+            self._tick(state)
+            self.tick_timer.add_ns(base.monotonic_ns() - tick_start_ns)
+            self.lateness_timer.add_ns(max(0, state.lateness_ns))
+            self.last_tick_pts_ns = due_ns
+            self.final_drift_ns = now_ns - due_ns
+            k += 1
+        log.info("loop stopped after %d ticks", self.counters.ticks)
+
+    def _timed(self, name: str, fn: Callable[[], Any]) -> Any:
+        base = self.clock.time_base
+        start_ns = base.monotonic_ns()
+        try:
+            return fn()
+        finally:
+            self.timers[name].add_ns(base.monotonic_ns() - start_ns)
+
+    def _tick(self, state: TickState) -> None:
+        c = self.counters
+        c.ticks += 1
+        c.max_lateness_ns = max(c.max_lateness_ns, state.lateness_ns)
+        late = state.lateness_ns > self.late_skip_ns
+        if late:
+            c.ticks_late += 1
+
+        self._timed("capture", lambda: self._capture(state))
+
+        due_by_stride = state.tick % self.perception_stride_ticks == 0
+        if self.perception is not None and state.frame is not None and state.new_frame and due_by_stride:
+            if late:
+                c.perception_skipped_late += 1
+            else:
+                state.voice_rms = self.voice_level()
+                state.token = self._timed("perception",
+                                          lambda: self.perception.perceive(state.frame, state.voice_rms))
+                c.perception_runs += 1
+
+        raw_motion = self._timed("planner", lambda: self.planner.step(state.pts_ns, state.token))
+        motion, clamped = sanitize_motion(raw_motion)
+        c.motion_values_clamped += clamped
+        state.motion = MotionFrame(state.pts_ns, state.tick, motion)
+
+        state.image = self._timed("renderer", lambda: self.renderer.render(motion))
+        frame = RenderedFrame(state.pts_ns, state.tick, state.image)
+        self._timed("present", lambda: self.sink.present(frame))
+        c.frames_rendered += 1
+        self.frames_advanced += 1
+        if self.on_tick is not None:
+            self.on_tick(state)
+
+    def _capture(self, state: TickState) -> None:
+        state.new_frame = False
+        if self.camera is None:
+            return
+        status, frame = self.camera.read_latest()
+        c = self.counters
+        if status is CaptureStatus.OK and frame is not None:
+            state.frame, state.new_frame = frame, True
+            if not self._camera_ok:
+                self._camera_ok = True
+                c.events.append(LoopEvent(state.pts_ns, "camera_recovered", self.camera.uri))
+        elif status is CaptureStatus.TIMEOUT:
+            c.camera_timeouts += 1
+        elif status is CaptureStatus.ERROR:
+            c.camera_errors += 1
+            if self._camera_ok:
+                self._camera_ok = False
+                state.frame, state.token = None, None  # stale: the planner falls back to idle behaviour
+                c.events.append(LoopEvent(state.pts_ns, "camera_lost", self.camera.uri))
+        elif status is CaptureStatus.EOS:
+            c.events.append(LoopEvent(state.pts_ns, "camera_eos", self.camera.uri))
+            self.camera = None  # a file or scenario ran out: keep the avatar alive without a camera
+
+    # ------------------------------------------------------------------ reporting
+
+    def report(self) -> dict[str, Any]:
+        c = self.counters
+        media_s = (self.last_tick_pts_ns - self.schedule.t0_ns) / 1e9 + 1 / self.tick_rate_hz \
+            if self.schedule and c.ticks else 0.0
+        expected = c.frames_rendered + c.ticks_dropped
+        return {
+            "tick_rate_hz": self.tick_rate_hz,
+            "media_s": round(media_s, 3),
+            "frames": {
+                "rendered": c.frames_rendered,
+                "dropped": c.ticks_dropped,
+                "dropped_pct": round(100.0 * c.ticks_dropped / expected, 3) if expected else 0.0,
+                "fps": round(c.frames_rendered / media_s, 3) if media_s else 0.0,
+            },
+            "ticks": {
+                "total": c.ticks,
+                "late": c.ticks_late,
+                "perception_runs": c.perception_runs,
+                "perception_skipped_late": c.perception_skipped_late,
+                "max_lateness_ms": round(c.max_lateness_ns / 1e6, 3),
+                "lateness_ms": self.lateness_timer.summary_ms(),
+                "final_drift_ms": round(self.final_drift_ns / 1e6, 4),
+            },
+            "tick_ms": self.tick_timer.summary_ms(),
+            "stages_ms": {name: t.summary_ms() for name, t in self.timers.items()},
+            "camera": {"timeouts": c.camera_timeouts, "errors": c.camera_errors},
+            "motion_values_clamped": c.motion_values_clamped,
+            "events": [{"pts_s": round(e.pts_ns / 1e9, 3), "kind": e.kind, "detail": e.detail}
+                       for e in c.events],
+        }
+
+
+def queue_stats(queues: list[BoundedQueue]) -> dict[str, Any]:
+    return {q.name: q.stats() for q in queues}

@@ -1,0 +1,1 @@
+"""Sources of what the avatar sees and hears, opened by URI (see camera.py and microphone.py)."""
