@@ -59,7 +59,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(findings_to_json(findings), indent=2))
     else:
-        print(format_findings(findings))
+        print(format_findings(findings), end="")
     return EXIT_OK
 
 

@@ -17,6 +17,8 @@ ours, the import is free, and the field docs sit next to the fields.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +233,8 @@ def load_config(
                           f"(files in {board_dir})")
     _merge(merged, origins, _read_yaml(board_path), str(board_path))
     merged.setdefault("board", {})
+    if not isinstance(merged["board"], dict):
+        raise ConfigError(str(board_path), "board", "expected a mapping of BoardConfig fields")
     if merged["board"].get("name", board_name) != board_name:
         raise ConfigError(str(board_path), "board.name",
                           f"is {merged['board']['name']!r} but the file is for board {board_name!r}")
@@ -246,8 +250,11 @@ def load_config(
         key_path, sep, raw_value = item.partition("=")
         if not sep or not key_path.strip():
             raise ConfigError("--set", item, "expected KEY.PATH=VALUE, e.g. loop.tick_rate_hz=25")
+        raw_value = raw_value.strip()
+        if _PLAIN_EXPONENT.fullmatch(raw_value):  # YAML 1.1 reads "1e3" as text; an operator means a number
+            raw_value = str(float(raw_value))
         try:
-            value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+            value = yaml.safe_load(raw_value) if raw_value else ""
         except yaml.YAMLError as exc:
             raise ConfigError("--set", key_path, f"value {raw_value!r} is not valid YAML: {exc}") from None
         nested: Any = value
@@ -255,7 +262,13 @@ def load_config(
             nested = {part: nested}
         _merge(merged, origins, nested, "--set")
 
+    if isinstance(merged.get("board"), dict) and merged["board"].get("name") != board_name:
+        raise ConfigError(_origin(origins, "board.name"), "board.name",
+                          f"board.name is chosen by --board (here {board_name!r}); do not set it elsewhere")
     return _build(RootConfig, merged, "", origins)
+
+
+_PLAIN_EXPONENT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -346,6 +359,8 @@ def _coerce(hint: Any, value: Any, path: str, origins: dict[str, str]) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(source, path, f"got {value!r}; expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(source, path, f"got {value!r}; expected a finite number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
