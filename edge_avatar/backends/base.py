@@ -18,11 +18,15 @@ import abc
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # annotations only; never imported at run time
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +185,8 @@ def validate_feeds(model_path: str | Path, specs: Sequence[TensorSpec], feeds: M
     float64 array for a float32 input is an error, not a silent copy.
     """
     if not isinstance(feeds, Mapping):
-        raise ValueError(f"model {model_path}: feeds must be a dict of input name -> array, "
-                         f"got {type(feeds).__name__}")
+        raise TypeError(f"model {model_path}: feeds must be a dict of input name -> array, "
+                        f"got {type(feeds).__name__}")
     expected = {s.name: s for s in specs}
     missing = [n for n in expected if n not in feeds]
     unknown = [n for n in feeds if n not in expected]
@@ -301,7 +305,7 @@ class InferenceBackend(abc.ABC):
         """Release runtime resources; safe to call more than once."""
         self._closed = True
 
-    def __enter__(self) -> "InferenceBackend":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,12 +13,13 @@ model that no runtime on this machine could execute still gives its spec.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from edge_avatar.backends.base import InferenceBackend, ModelLoadError, TensorSpec, UNNAMED_DIM
+from edge_avatar.backends.base import UNNAMED_DIM, InferenceBackend, ModelLoadError, TensorSpec
 
 
 def _value_info_spec(value_info: Any, path: Path) -> TensorSpec:
@@ -84,7 +85,7 @@ class NullBackend(InferenceBackend):
         self.last_feeds: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def from_onnx(cls, path: str | Path, dynamic_dim: int = 1) -> "NullBackend":
+    def from_onnx(cls, path: str | Path, dynamic_dim: int = 1) -> NullBackend:
         inputs, outputs = read_onnx_io(path)
         return cls(inputs, outputs, model_path=path, dynamic_dim=dynamic_dim)
 

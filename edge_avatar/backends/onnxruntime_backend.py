@@ -14,8 +14,9 @@ CUDA and TensorRT execution providers (the onnxruntime-gpu wheel for JetPack).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
