@@ -23,8 +23,12 @@ log = logging.getLogger("edge_avatar")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+# Capabilities add their own subcommands: each module has ``add_subcommands(subparsers)``
+# and is imported only when the parser is built (heavy imports stay inside the handlers).
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--board", default=None,
                         help=f"board config name (default x86-cpu; known: {', '.join(available_boards())})")
     parser.add_argument("--site", default=None, help="site YAML merged over the board config")
@@ -32,11 +36,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override one value, e.g. --set loop.tick_rate_hz=25 (repeatable)")
 
 
-def _config(args: argparse.Namespace, extra: list[str] | None = None) -> RootConfig:
+def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> RootConfig:
     return load_config(board=args.board, site_file=args.site, overrides=[*(extra or []), *args.overrides])
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -44,7 +48,7 @@ def _progress(message: str) -> None:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     if args.json:
         print(json.dumps(config.to_dict(), indent=2))
     else:
@@ -55,7 +59,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from edge_avatar.doctor import findings_to_json, format_findings, run_doctor  # noqa: PLC0415
 
-    findings = run_doctor(_config(args), broker=args.broker)
+    findings = run_doctor(config_from_args(args), broker=args.broker)
     if args.json:
         print(json.dumps(findings_to_json(findings), indent=2))
     else:
@@ -67,7 +71,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edge_avatar.bench import run_benchmarks  # noqa: PLC0415
 
     try:
-        results = run_benchmarks(args.names or None, quick=args.quick, progress=_progress)
+        results = run_benchmarks(args.names or None, quick=args.quick, progress=progress)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_CONFIG
@@ -87,7 +91,7 @@ def _run_session(config: RootConfig, duration_s: float | None, report_path: str)
     previous = {sig: signal.signal(sig, lambda *_: session.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         session.start()
-        _progress(f"running: camera {config.camera.uri}, mic {config.microphone.uri}, "
+        progress(f"running: camera {config.camera.uri}, mic {config.microphone.uri}, "
                   f"output {config.output.uri}, {config.loop.tick_rate_hz:g} Hz"
                   + (f", {duration_s:g} s" if duration_s else " until stopped (Ctrl-C)"))
         report = session.run()
@@ -112,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                        ("output.report_path", args.report)):
         if value is not None:
             extra.append(f"{key}={value}")
-    config = _config(args, extra)
+    config = config_from_args(args, extra)
     duration_s = args.duration if args.duration is not None else _scenario_duration_s(config.camera.uri)
     report = _run_session(config, duration_s, config.output.report_path)
     _print_summary(report, config.output.report_path)
@@ -123,9 +127,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     extra = [f"output.uri=file://{out_dir / 'demo.mp4'}", f"output.report_path={out_dir / 'report.json'}",
              "camera.uri=scenario://demo", "microphone.uri=scenario://demo", "audio_output.uri=virtual://"]
-    config = _config(args, extra)
+    config = config_from_args(args, extra)
     duration_s = args.duration if args.duration is not None else _scenario_duration_s(config.camera.uri)
-    _progress(f"edge-avatar demo: the bundled visitor at a hospital reception kiosk -> {out_dir}/")
+    progress(f"edge-avatar demo: the bundled visitor at a hospital reception kiosk -> {out_dir}/")
     report = _run_session(config, duration_s, config.output.report_path)
     _print_summary(report, config.output.report_path)
     return EXIT_OK if report.get("error") is None else EXIT_FAILED
@@ -160,12 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="configuration")
     config_sub = p.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the merged configuration")
-    _add_config_args(show)
+    add_config_args(show)
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_config_show)
 
     p = sub.add_parser("doctor", help="what this machine has and what to do about what is missing")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--broker", default=None, metavar="HOST:PORT", help="also check an MQTT broker is reachable")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_doctor)
@@ -178,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run the avatar on any sources")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--camera", default=None, help="camera URI (realsense://, v4l2:///dev/video0, csi://0, "
                                                   "file://clip.mp4, scenario://demo)")
     p.add_argument("--mic", default=None, help="microphone URI (alsa://default, file://x.wav, scenario://demo)")
@@ -188,10 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the bundled visitor at a hospital kiosk -> DIR/demo.mp4 + DIR/report.json")
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--out", default="out", help="output directory (default: out)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: the scenario's length)")
     p.set_defaults(func=cmd_demo)
+
+    import importlib  # noqa: PLC0415
+
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_subcommands(sub)
     return parser
 
 

@@ -15,6 +15,11 @@ from typing import Any, Callable
 
 from edge_avatar import __version__
 
+# Modules that register benchmarks when imported; each capability adds its own here.
+BENCH_MODULES: tuple[str, ...] = (
+    "edge_avatar.bench.loop_bench",
+)
+
 # name -> (function(quick: bool) -> dict, one-line description)
 BENCHMARKS: dict[str, tuple[Callable[[bool], dict[str, Any]], str]] = {}
 
@@ -49,8 +54,10 @@ def machine_info() -> dict[str, Any]:
 
 def run_benchmarks(names: list[str] | None, quick: bool = False,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    from edge_avatar.bench import loop_bench  # noqa: F401, PLC0415 - registers itself
+    import importlib  # noqa: PLC0415
 
+    for module in BENCH_MODULES:
+        importlib.import_module(module)  # registers its benchmarks
     selected = names or sorted(BENCHMARKS)
     unknown = [n for n in selected if n not in BENCHMARKS]
     if unknown:
