@@ -26,6 +26,9 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from edge_avatar.fleet.options import FleetConfig
+from edge_avatar.perception.options import PerceptionConfig
+
 BOARD_CONFIG_DIR = Path(__file__).resolve().parent.parent / "board_configs"
 DEFAULT_BOARD = "x86-cpu"
 
@@ -195,6 +198,9 @@ class RootConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
+    # Capability sections live next to their code (edge_avatar/<capability>/options.py).
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -384,7 +390,16 @@ def _check_range(f: dataclasses.Field, value: Any, path: str, origins: dict[str,
 
 
 def _check_cross_fields(instance: Any, prefix: str, origins: dict[str, str]) -> None:
-    """Rules that involve more than one field of a section."""
+    """Rules that involve more than one field of a section.
+
+    A section class may define ``validate() -> list[tuple[str, str]]`` returning
+    (field name, problem) pairs; the first one refuses the config.
+    """
+    validate = getattr(instance, "validate", None)
+    if callable(validate):
+        for field_name, problem in validate():
+            path = prefix + field_name
+            raise ConfigError(_origin(origins, path), path, problem)
     if isinstance(instance, ThermalConfig) and instance.throttle_c >= instance.shutdown_c:
         path = prefix + "throttle_c"
         raise ConfigError(_origin(origins, path), path,

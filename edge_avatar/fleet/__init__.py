@@ -1,0 +1,1 @@
+"""Fleet: MQTT status, telemetry, events and commands; systemd service integration."""

@@ -1,0 +1,1 @@
+"""Perception: camera frames and microphone audio to the perception token."""
