@@ -31,10 +31,10 @@ import numpy as np
 from edge_avatar.clock import MediaClock
 from edge_avatar.frames import CaptureStatus, RenderedFrame, VideoFrame
 from edge_avatar.motion import MotionFrame, sanitize_motion
+from edge_avatar.outputs.base import OutputSink
 from edge_avatar.runtime.queues import BoundedQueue
 from edge_avatar.runtime.timing import StageTimer
 from edge_avatar.sensors.base import CameraSource
-from edge_avatar.outputs.base import OutputSink
 
 log = logging.getLogger(__name__)
 

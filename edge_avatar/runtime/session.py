@@ -118,7 +118,8 @@ class Session:
                                          out.buffer_ms, out.volume)
         self.clock = MediaClock(self.speaker, self.time_base)
         try:
-            self.sink = open_output(cfg.output, cfg.display, cfg.loop.tick_rate_hz, out.sample_rate_hz)
+            self.sink = open_output(cfg.output, cfg.display, cfg.loop.tick_rate_hz, out.sample_rate_hz,
+                                    clock=self.clock)
             self.speaker.add_tap(self.sink.audio_tap)
             envelope = placeholders.SpeechEnvelope(out.sample_rate_hz)
             self.speaker.add_tap(envelope)
@@ -230,7 +231,12 @@ class Session:
         if self.speaker is not None:
             self.speaker.close()
         if self.sink is not None and not self.output_info:
-            self.output_info = self.sink.close() or {}
+            try:
+                self.output_info = self.sink.close() or {}
+            except Exception as exc:  # noqa: BLE001 - e.g. ffmpeg died: report it, keep the report
+                self.output_info = {"error": str(exc)}
+                self.error = self.error or f"output: {exc}"
+                log.error("output %s failed: %s", self.sink.uri, exc)
 
     def report(self) -> dict[str, Any]:
         cfg = self.config
