@@ -27,6 +27,7 @@ from typing import Any, Literal, Mapping
 import yaml
 
 from edge_avatar.fleet.options import FleetConfig
+from edge_avatar.listening.options import ListeningConfig
 from edge_avatar.perception.options import PerceptionConfig
 
 BOARD_CONFIG_DIR = Path(__file__).resolve().parent.parent / "board_configs"
@@ -200,6 +201,7 @@ class RootConfig:
     site: SiteConfig = field(default_factory=SiteConfig)
     # Capability sections live next to their code (edge_avatar/<capability>/options.py).
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
+    listening: ListeningConfig = field(default_factory=ListeningConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def to_dict(self) -> dict[str, Any]:
