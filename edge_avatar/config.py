@@ -26,23 +26,14 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from edge_avatar.dialogue.options import DialogueConfig
+from edge_avatar.errors import ConfigError
 from edge_avatar.fleet.options import FleetConfig
 from edge_avatar.listening.options import ListeningConfig
 from edge_avatar.perception.options import PerceptionConfig
 
 BOARD_CONFIG_DIR = Path(__file__).resolve().parent.parent / "board_configs"
 DEFAULT_BOARD = "x86-cpu"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, always naming the source, the key path and what was expected."""
-
-    def __init__(self, source: str, key_path: str, problem: str):
-        self.source = source
-        self.key_path = key_path
-        self.problem = problem
-        where = f"{source}: {key_path}" if key_path else source
-        super().__init__(f"{where}: {problem}")
 
 
 def _range(min_value: float | None = None, max_value: float | None = None, **kw: Any) -> Any:
@@ -202,6 +193,7 @@ class RootConfig:
     # Capability sections live next to their code (edge_avatar/<capability>/options.py).
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     listening: ListeningConfig = field(default_factory=ListeningConfig)
+    dialogue: DialogueConfig = field(default_factory=DialogueConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def to_dict(self) -> dict[str, Any]:
