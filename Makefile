@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; apt-get install python3 python3-venv"; exit 1; }
 	$(PYTHON) -m venv $(VENV) || { echo "error: could not create a venv; apt-get install python3-venv"; exit 1; }
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[dev,audio,fleet,media,display]' opencv-python-headless
+	$(VPY) -m pip install -q -e '.[dev,audio,vision,fleet,media,display]'
 	$(VPY) -m pip install -q --no-deps $(PINNED_NO_DEPS)
 	touch $(STAMP)
 

@@ -1,0 +1,172 @@
+"""The committed perception models: manifest, integrity, and equivalence with the upstream .tflite files.
+
+Equivalence: each ONNX file in engines/ and the original ``.tflite`` from the
+pinned package (run by ai-edge-litert, the TFLite runtime) get the same real
+input -- the astronaut photo and its face crop, the opencv-doc hand and its
+crop -- and every output must agree within
+
+    max |onnx - tflite| <= 1e-5 + 2e-5 * max |tflite|
+
+(measured: at most 2e-4 on coordinates of up to 200 px, i.e. about 1e-6
+relative: float16 weights stored as in the .tflite, float32 arithmetic in
+both). Skipped, saying why, where ai-edge-litert or the upstream wheels
+cannot be had.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_avatar.backends import ModelLoadError, load_backend
+from edge_avatar.perception.convert import (
+    DEFAULT_OPSET,
+    UPSTREAM_MODELS,
+    check_converter,
+    parse_geometry_metadata,
+    sha256_file,
+)
+from edge_avatar.perception.face import BLENDSHAPE_LANDMARKS, face_rect_from_landmarks
+from edge_avatar.perception.geometry import crop, letterbox_rect, rect_from_points, rotation_from_points
+from edge_avatar.perception.hands import hand_rect_from_landmarks
+from edge_avatar.perception.material import (
+    MaterialUnavailable,
+    opencv_doc_image,
+    skimage_image,
+    upstream_tflite,
+)
+from edge_avatar.perception.models import REPO_ENGINES_DIR
+from edge_avatar.perception.options import PerceptionConfig
+from edge_avatar.perception.pipeline import VisionPerception
+
+ATOL, RTOL_OF_RANGE = 1e-5, 2e-5
+MANIFEST = json.loads((REPO_ENGINES_DIR / "manifest.json").read_text(encoding="utf-8"))
+ONNX_MODELS = [m.name for m in UPSTREAM_MODELS]
+
+
+def _material(fn, *args):
+    try:
+        return fn(*args)
+    except MaterialUnavailable as exc:
+        pytest.skip(f"test material unavailable: {exc}")
+
+
+# --------------------------------------------------------------------------- manifest and files
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS + ["face_geometry"])
+def test_manifest_entry_is_complete_and_matches_the_file(name):
+    entry = MANIFEST["models"][name]
+    path = REPO_ENGINES_DIR / entry["file"]
+    assert path.is_file()
+    assert sha256_file(path) == entry["sha256"]
+    assert path.stat().st_size == entry["bytes"]
+    assert "==" in entry["source"]["package"] and entry["source"]["member"]
+    assert entry["licence"] in ("Apache-2.0", "MIT")
+    assert "edge_avatar.perception.convert" in entry["command"]
+    if entry["kind"] == "onnx":
+        assert entry["opset"] == DEFAULT_OPSET
+        assert len(entry["source"]["tflite_sha256"]) == 64
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_io_matches_the_manifest(name):
+    entry = MANIFEST["models"][name]
+    with load_backend("onnxruntime", REPO_ENGINES_DIR / entry["file"]) as backend:
+        assert [s.to_dict() for s in backend.inputs] == [{k: v for k, v in i.items() if k != "upstream_name"}
+                                                         for i in entry["inputs"]]
+        outputs = backend.run(backend.example_feeds())
+        for spec in entry["outputs"]:
+            assert list(outputs[spec["name"]].shape) == spec["shape"]
+
+
+def test_engines_stay_small():
+    total = sum(p.stat().st_size for p in REPO_ENGINES_DIR.iterdir() if p.is_file())
+    assert total < 10_000_000, f"engines/ is {total / 1e6:.1f} MB"
+
+
+def test_changed_model_file_is_refused(tmp_path):
+    copy = tmp_path / "engines"
+    shutil.copytree(REPO_ENGINES_DIR, copy)
+    blob = bytearray((copy / "emotion_mini_xception.onnx").read_bytes())
+    blob[-10] ^= 0xFF
+    (copy / "emotion_mini_xception.onnx").write_bytes(bytes(blob))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        VisionPerception(PerceptionConfig(engines_dir=str(copy), hands_enabled=False))
+
+
+def test_missing_model_names_the_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="manifest"):
+        VisionPerception(PerceptionConfig(engines_dir=str(tmp_path)))
+
+
+def test_converter_without_tensorflow_says_how_to_get_it(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match="tensorflow-cpu tf2onnx"):
+        check_converter(str(fake))
+
+
+def test_face_geometry_is_reproduced_from_the_upstream_binarypb():
+    binarypb = _material(upstream_tflite, "face_geometry")
+    decoded = parse_geometry_metadata(binarypb.read_bytes())
+    committed = json.loads((REPO_ENGINES_DIR / MANIFEST["models"]["face_geometry"]["file"]).read_text())
+    for key in ("canonical_vertices_cm", "triangles", "procrustes_landmark_ids", "procrustes_weights"):
+        assert decoded[key] == committed[key], key
+    assert len(decoded["canonical_vertices_cm"]) == 468 and len(decoded["procrustes_weights"]) == 33
+
+
+# --------------------------------------------------------------------------- equivalence with LiteRT
+
+
+@pytest.fixture(scope="module")
+def real_inputs():
+    """One real input per model, made the way the pipeline makes it."""
+    cv2 = pytest.importorskip("cv2")
+    astronaut = _material(skimage_image, "astronaut")
+    hand = _material(opencv_doc_image, "handSrc.jpg")
+    stage = VisionPerception()
+    try:
+        face_lm = stage.analyze_image(astronaut).faces[0].landmarks
+        hand_lm = stage.analyze_image(hand).hands[0].landmarks
+    finally:
+        stage.close()
+    angle = rotation_from_points(face_lm[33, :2], face_lm[263, :2], 0.0)
+    emotion_crop = crop(astronaut, rect_from_points(face_lm[:468, :2], angle).scaled(1.15), 64, 64)[0]
+    gray = cv2.cvtColor(emotion_crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return {
+        "face_detector": crop(astronaut, letterbox_rect(512, 512), 192, 192)[0].astype(np.float32) / 127.5 - 1,
+        "face_landmarks": crop(astronaut, face_rect_from_landmarks(face_lm, 1.5), 256, 256)[0].astype(np.float32)
+        / 255,
+        "face_blendshapes": face_lm[BLENDSHAPE_LANDMARKS, :2].astype(np.float32),
+        "emotion": ((gray / 255 - 0.5) * 2)[:, :, None],
+        "palm_detector": crop(hand, letterbox_rect(640, 480), 192, 192)[0].astype(np.float32) / 255,
+        "hand_landmarks": crop(hand, hand_rect_from_landmarks(hand_lm), 224, 224)[0].astype(np.float32) / 255,
+    }
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_matches_upstream_tflite_on_real_images(name, real_inputs):
+    litert = pytest.importorskip("ai_edge_litert.interpreter",
+                                 reason="ai-edge-litert not installed (pip install ai-edge-litert==2.3.0)")
+    tflite_path = _material(upstream_tflite, name)
+    entry = MANIFEST["models"][name]
+    x = real_inputs[name][None]
+    interpreter = litert.Interpreter(model_path=str(tflite_path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    reference = {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}
+    with load_backend("onnxruntime", REPO_ENGINES_DIR / entry["file"]) as backend:
+        ours = backend.run({entry["inputs"][0]["name"]: x})
+    for spec in entry["outputs"]:
+        expected = reference[spec["upstream_name"]]
+        got = ours[spec["name"]]
+        assert got.shape == expected.shape
+        bound = ATOL + RTOL_OF_RANGE * float(np.abs(expected).max())
+        err = float(np.abs(got - expected).max())
+        assert err <= bound, f"{name}.{spec['name']}: max abs diff {err:.3g} > {bound:.3g}"
