@@ -120,13 +120,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     duration_s = args.duration if args.duration is not None else _scenario_duration_s(config.camera.uri)
     report = _run_session(config, duration_s, config.output.report_path)
     _print_summary(report, config.output.report_path)
+    if report.get("exit_status"):
+        return int(report["exit_status"])  # 75: restart requested by the fleet; systemd restarts us
     return EXIT_OK if report.get("error") is None else EXIT_FAILED
+
+
+DEMO_SITE = Path(__file__).resolve().parent.parent / "examples" / "hospital-reception" / "site.yaml"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
+    if args.site is None and DEMO_SITE.is_file():
+        args.site = str(DEMO_SITE)
+    # The demo visitor is a script, not a person: its words may appear in the report.
     extra = [f"output.uri=file://{out_dir / 'demo.mp4'}", f"output.report_path={out_dir / 'report.json'}",
-             "camera.uri=scenario://demo", "microphone.uri=scenario://demo", "audio_output.uri=virtual://"]
+             "camera.uri=scenario://demo", "microphone.uri=scenario://demo", "audio_output.uri=virtual://",
+             "privacy.log_transcripts=true", f"fleet.local_log_path={out_dir / 'fleet.jsonl'}",
+             "display.fullscreen=false"]
     config = config_from_args(args, extra)
     duration_s = args.duration if args.duration is not None else _scenario_duration_s(config.camera.uri)
     progress(f"edge-avatar demo: the bundled visitor at a hospital reception kiosk -> {out_dir}/")

@@ -130,6 +130,9 @@ class LoopConfig:
 
     tick_rate_hz: float = _range(1.0, 120.0, default=30.0)
     perception_stride_ticks: int = _range(1, 30, default=1)  # run full perception every Nth tick, track between
+    # "inline": perception runs inside the tick (a Jetson: engines on the shared CUDA stream, a few ms);
+    # "worker": on its own thread, latest frame wins, the tick takes the newest token (a CPU: tens of ms).
+    perception_mode: Literal["inline", "worker"] = "inline"
     # A tick that starts later than this skips perception (the planner still runs on the last token).
     late_tick_skip_perception_ms: float = _range(0.0, 1000.0, default=8.0)
     stats_window_ticks: int = _range(100, 1_000_000, default=20000)

@@ -100,8 +100,9 @@ def test_sigterm_stops_cleanly_with_a_playable_mp4_and_a_report(tmp_path):
     video = tmp_path / "run.mp4"
     report = tmp_path / "run.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_avatar.cli", "run", "--camera", "scenario://demo", "--mic", "scenario://demo",
-         "--out", f"file://{video}", "--report", str(report)],
+        [sys.executable, "-m", "edge_avatar.cli", "run", "--site", "examples/hospital-reception/site.yaml",
+         "--camera", "scenario://demo", "--mic", "scenario://demo", "--out", f"file://{video}",
+         "--report", str(report), "--set", "fleet.local_log_path=" + str(tmp_path / "fleet.jsonl")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_line = proc.stderr.readline()  # "running: ..." once every device is open
     assert first_line.startswith("running"), first_line + proc.stderr.read()

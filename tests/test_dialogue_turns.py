@@ -236,3 +236,24 @@ def make_dialogue_for_turns():
     d = build_dialogue(load_config(site_file="examples/hospital-reception/site.yaml"), embedder=shared_embedder())
     yield d
     d.close()
+
+
+def test_a_late_final_from_an_earlier_utterance_is_not_the_next_turns_text():
+    from edge_avatar.dialogue.turns import FRAME_NS, ListeningFrame, TurnTaker
+
+    taker = TurnTaker()
+    events = []
+    t = 0
+    # The final for an utterance that started at 0 s arrives late, between utterances.
+    events += taker.update(ListeningFrame(t, False, final_text="where is cardiology", final_start_ns=0))
+    t = 5_000_000_000
+    for _ in range(120):  # a new utterance, 1.2 s, voiced with falling pitch
+        events += taker.update(ListeningFrame(t, True, pitch_hz=180.0, energy_dbfs=-25.0,
+                                              partial_text="is it on the second floor"))
+        t += FRAME_NS
+    for _ in range(150):
+        events += taker.update(ListeningFrame(t, False, partial_text="is it on the second floor"))
+        t += FRAME_NS
+    turns = [e for e in events if e.kind == "end_of_turn"]
+    assert len(turns) == 1
+    assert turns[0].text == "is it on the second floor"

@@ -221,3 +221,41 @@ def test_stop_ends_the_loop_promptly():
     loop.renderer = StoppingRenderer()
     loop.run(duration_s=None)
     assert len(sink.pts) == 12
+
+
+def test_perception_worker_keeps_the_tick_on_time_and_uses_the_newest_token():
+    import time
+
+    from edge_avatar.clock import RealTimeBase
+
+    class SlowPerception:
+        calls = 0
+
+        def perceive(self, frame, voice_rms):
+            SlowPerception.calls += 1
+            time.sleep(0.08)  # 80 ms: far longer than a 33 ms tick
+            return np.full(4, float(frame.seq), np.float32)
+
+    tokens = []
+
+    class RecordingPlanner:
+        def step(self, pts_ns, token):
+            tokens.append(None if token is None else float(token[0]))
+            return np.zeros(64, np.float32)
+
+    base = RealTimeBase()
+    speaker = VirtualAudioOutput(base, sample_rate_hz=16000)
+    speaker.start()
+    clock = MediaClock(speaker, base)
+    loop = AvatarLoop(clock=clock, tick_rate_hz=30.0, perception_stride_ticks=1, late_tick_skip_perception_ms=8.0,
+                      camera=ScriptedCamera([CaptureStatus.OK]), sink=RecordingSink(),
+                      perception=SlowPerception(), planner=RecordingPlanner(), renderer=ConstRenderer(),
+                      perception_mode="worker")
+    loop.run(duration_s=1.0)
+    report = loop.report()
+    assert report["frames"]["dropped"] == 0  # the tick never waited for perception
+    worker = report["perception_worker"]
+    assert 5 <= worker["runs"] <= 14 and worker["frames_overwritten"] > 5
+    seen = [t for t in tokens if t is not None]
+    assert seen and seen == sorted(seen)  # tokens only move forward
+    assert worker["token_age_ms"]["p50"] > 30

@@ -78,6 +78,8 @@ class ListeningFrame:
     energy_dbfs      level of the echo-cancelled signal, dB full scale (silence about -90)
     partial_text     the ASR's running transcript of the current utterance ("" when none)
     final_text       the ASR's final transcript, on the frame where it closes an utterance (else None)
+    final_start_ns   media time where the audio of ``final_text`` starts (None: unknown); a final that
+                     began before the current utterance is a late answer for an earlier one and is ignored
     face_visible     perception sees the active visitor's face (False: no camera, or nobody there)
     face_attending   the face is turned to the avatar
     mouth_closed     the visitor's lips are together (jawOpen low), from the blendshapes
@@ -94,6 +96,7 @@ class ListeningFrame:
     face_attending: bool = False
     mouth_closed: bool = True
     avatar_speaking: bool = False
+    final_start_ns: int | None = None
 
 
 EventKind = Literal["speech_start", "end_of_turn", "pause_speech", "resume_speech", "stop_speech"]
@@ -201,7 +204,7 @@ class TurnTaker:
     def update(self, frame: ListeningFrame) -> list[TurnEvent]:
         if frame.partial_text:
             self._text = frame.partial_text
-        if frame.final_text is not None:
+        if frame.final_text is not None and not self._stale_final(frame):
             self._final = frame.final_text
             self._text = frame.final_text or self._text
         if self._visitor_has_floor or not (frame.avatar_speaking or self._bi_paused):
@@ -213,6 +216,16 @@ class TurnTaker:
         if not self._bi_paused and not any(e.kind == "stop_speech" for e in events):
             self._reset_turn()
         return events
+
+    STALE_FINAL_TOLERANCE_NS = 300_000_000  # VAD onsets and ASR segment starts differ by the VAD's padding
+
+    def _stale_final(self, frame: ListeningFrame) -> bool:
+        """A final whose audio starts before this utterance began belongs to an earlier one."""
+        if frame.final_start_ns is None:
+            return False
+        if self._first_voiced_ns is None:
+            return True  # no utterance in progress: nothing for this final to complete
+        return frame.final_start_ns + self.STALE_FINAL_TOLERANCE_NS < self._first_voiced_ns
 
     def _end_of_turn(self, frame: ListeningFrame) -> list[TurnEvent]:
         cfg = self.config

@@ -234,10 +234,10 @@ def echo_cancellation(recognizer, config) -> dict[str, Any]:
     from edge_avatar.listening.listener import Listener  # noqa: PLC0415
     from edge_avatar.listening.metrics import erle_db, word_error_rate  # noqa: PLC0415
     from edge_avatar.listening.simulate import build_echo_scene, kiosk_room_responses, play_scene  # noqa: PLC0415
-    from edge_avatar.runtime.placeholders import synthesize_espeak  # noqa: PLC0415
+    from edge_avatar.scenario.audio import synthesize_espeak  # noqa: PLC0415
 
     responses = kiosk_room_responses()
-    avatar = synthesize_espeak(AVATAR_REPLY, 22050, voice="en-gb")
+    avatar = synthesize_espeak(AVATAR_REPLY, voice="en-gb", rate_wpm=165, pitch=50)[0]
     scene = build_echo_scene(avatar, 22050, responses, noise_dbfs=-70.0)
     clean: list[np.ndarray] = []
     listener = Listener(config, recognizer=recognizer, on_clean_audio=lambda frame, pts: clean.append(frame))

@@ -10,7 +10,8 @@ the echo canceller's reference signal.
 
 Overflow policy: ``write`` blocks the producer (TTS worker) until there is
 room, with a timeout; audio is never dropped silently. ``clear()`` discards
-queued speech at once (barge-in) and reports how much was discarded.
+queued speech at once (barge-in) and reports how much was discarded;
+``pause()`` holds it (silence plays, the clock runs on) until ``resume()``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class AudioOutput:
         self.speech_samples_played = 0
         self.samples_discarded = 0
         self._device_samples = 0  # samples the device has pulled so far (speech + silence)
+        self._paused = False
 
     def add_tap(self, tap: AudioTap) -> None:
         self._taps.append(tap)
@@ -118,6 +120,17 @@ class AudioOutput:
         self.samples_discarded += discarded
         return discarded
 
+    def pause(self) -> None:
+        """Hold queued speech (play silence) until ``resume()``: a tentative barge-in loses nothing."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     @property
     def queued_ms(self) -> float:
         return self._queue.queued_samples * 1000.0 / self.sample_rate_hz
@@ -129,7 +142,10 @@ class AudioOutput:
 
     def _consume(self, block: np.ndarray, first_sample: int) -> None:
         """Pull the next block from the queue (silence if empty), apply volume, feed the taps."""
-        self.speech_samples_played += self._queue.read_into(block)
+        if self._paused:
+            block[:] = 0.0
+        else:
+            self.speech_samples_played += self._queue.read_into(block)
         self._device_samples = first_sample + len(block)
         block *= self.volume
         for tap in self._taps:

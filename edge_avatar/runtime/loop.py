@@ -45,6 +45,63 @@ class Perception(Protocol):
     def perceive(self, frame: VideoFrame, voice_rms: float) -> np.ndarray: ...
 
 
+class PerceptionWorker(threading.Thread):
+    """Perception off the tick: one frame slot (latest wins), the tick reads the newest token.
+
+    Used where perception costs more than a tick can spare (ONNX Runtime on a CPU). Frames
+    overwritten before perception took them are counted; the token's age at use is reported.
+    """
+
+    def __init__(self, perception: Perception, timer: StageTimer, time_base):
+        super().__init__(name="edge-avatar-perception", daemon=True)
+        self.perception = perception
+        self.timer = timer
+        self.time_base = time_base
+        self._cond = threading.Condition()
+        self._pending: tuple[VideoFrame, float] | None = None
+        self._token: tuple[np.ndarray, int] | None = None  # (token, pts of its frame)
+        self._stopping = False
+        self.frames_overwritten = 0
+        self.runs = 0
+        self.errors = 0
+
+    def submit(self, frame: VideoFrame, voice_rms: float) -> None:
+        with self._cond:
+            if self._pending is not None:
+                self.frames_overwritten += 1
+            self._pending = (frame, voice_rms)
+            self._cond.notify()
+
+    def latest(self) -> tuple[np.ndarray, int] | None:
+        with self._cond:
+            return self._token
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._stopping)
+                if self._stopping:
+                    return
+                frame, voice_rms = self._pending
+                self._pending = None
+            start_ns = self.time_base.monotonic_ns()
+            try:
+                token = self.perception.perceive(frame, voice_rms)
+            except Exception:  # noqa: BLE001 - perception stages return reasons; anything else is counted
+                self.errors += 1
+                log.exception("perception failed on frame %d", frame.seq)
+                continue
+            self.timer.add_ns(self.time_base.monotonic_ns() - start_ns)
+            self.runs += 1
+            with self._cond:
+                self._token = (token, frame.pts_ns)
+
+
 class Planner(Protocol):
     def step(self, pts_ns: int, token: np.ndarray | None) -> np.ndarray: ...
 
@@ -130,6 +187,7 @@ class AvatarLoop:
         voice_level: Callable[[], float] | None = None,
         stats_window_ticks: int = 20000,
         on_tick: Callable[[TickState], None] | None = None,
+        perception_mode: str = "inline",
     ):
         self.clock = clock
         self.tick_rate_hz = tick_rate_hz
@@ -152,6 +210,10 @@ class AvatarLoop:
         self.final_drift_ns = 0
         self.frames_advanced = 0  # read by the watchdog: only moves while frames really advance
         self._camera_ok = True
+        self.token_age_timer = StageTimer("token_age", stats_window_ticks)
+        self.perception_worker: PerceptionWorker | None = None
+        if perception is not None and perception_mode == "worker":
+            self.perception_worker = PerceptionWorker(perception, self.timers["perception"], clock.time_base)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -165,6 +227,18 @@ class AvatarLoop:
         end_ns = None if duration_s is None else schedule.t0_ns + int(duration_s * 1e9)
         state = TickState()
         k = 0
+        if self.perception_worker is not None and not self.perception_worker.is_alive():
+            self.perception_worker.start()
+        try:
+            self._run_ticks(schedule, end_ns, state, k)
+        finally:
+            if self.perception_worker is not None:
+                self.perception_worker.stop()
+                self.perception_worker.join(timeout=2.0)
+        log.info("loop stopped after %d ticks", self.counters.ticks)
+
+    def _run_ticks(self, schedule: TickSchedule, end_ns: int | None, state: TickState, k: int) -> None:
+        base = self.clock.time_base
         while not self.stop_event.is_set():
             due_ns = schedule.due_ns(k)
             if end_ns is not None and due_ns >= end_ns:
@@ -186,7 +260,6 @@ class AvatarLoop:
             self.last_tick_pts_ns = due_ns
             self.final_drift_ns = now_ns - due_ns
             k += 1
-        log.info("loop stopped after %d ticks", self.counters.ticks)
 
     def _timed(self, name: str, fn: Callable[[], Any]) -> Any:
         base = self.clock.time_base
@@ -207,7 +280,16 @@ class AvatarLoop:
         self._timed("capture", lambda: self._capture(state))
 
         due_by_stride = state.tick % self.perception_stride_ticks == 0
-        if self.perception is not None and state.frame is not None and state.new_frame and due_by_stride:
+        worker = self.perception_worker
+        if worker is not None:
+            if state.frame is not None and state.new_frame and due_by_stride:
+                state.voice_rms = self.voice_level()
+                worker.submit(state.frame, state.voice_rms)
+            newest = worker.latest()
+            if newest is not None:
+                state.token = newest[0]
+                self.token_age_timer.add_ns(max(0, state.pts_ns - newest[1]))
+        elif self.perception is not None and state.frame is not None and state.new_frame and due_by_stride:
             if late:
                 c.perception_skipped_late += 1
             else:
@@ -280,6 +362,12 @@ class AvatarLoop:
             "tick_ms": self.tick_timer.summary_ms(),
             "stages_ms": {name: t.summary_ms() for name, t in self.timers.items()},
             "camera": {"timeouts": c.camera_timeouts, "errors": c.camera_errors},
+            "perception_worker": None if self.perception_worker is None else {
+                "runs": self.perception_worker.runs,
+                "frames_overwritten": self.perception_worker.frames_overwritten,
+                "errors": self.perception_worker.errors,
+                "token_age_ms": self.token_age_timer.summary_ms(),
+            },
             "motion_values_clamped": c.motion_values_clamped,
             "events": [{"pts_s": round(e.pts_ns / 1e9, 3), "kind": e.kind, "detail": e.detail}
                        for e in c.events],

@@ -13,23 +13,16 @@ is deliberately small, deterministic and honest about what it is:
 - ``SketchRenderer``: a flat-shaded face drawn with numpy from the motion
   frame (head, eyes with blinks, mouth opening). Replaced by the distilled
   neural renderer.
-- ``EnergyResponder``: ends a visitor's turn after a fixed silence and speaks
-  an acknowledgement with espeak-ng. Replaced by turn-taking, the answer
-  engine and streaming TTS.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import shutil
-import subprocess
 import threading
-import wave
 
 import numpy as np
 
-from edge_avatar.frames import AudioChunk, VideoFrame, ns_to_samples, samples_to_ns
+from edge_avatar.frames import VideoFrame, ns_to_samples
 from edge_avatar.motion import BLENDSHAPE_INDEX, EYES_SLICE, HEAD_SLICE, neutral_motion
 
 log = logging.getLogger(__name__)
@@ -86,8 +79,9 @@ class EnvelopePlanner:
 
     BLINK_DURATION_NS = 150_000_000
 
-    def __init__(self, envelope: SpeechEnvelope | None, seed: int = 7):
+    def __init__(self, envelope: SpeechEnvelope | None, voice_level=None, seed: int = 7):
         self._envelope = envelope
+        self._voice_level = voice_level or (lambda: 0.0)  # the visitor's voice rms, 0..1
         self._rng = np.random.default_rng(seed)
         self._next_blink_ns = 0
         self._blink_start_ns = -1
@@ -110,7 +104,7 @@ class EnvelopePlanner:
             motion[BLENDSHAPE_INDEX["eyeBlinkRight"]] = closed
         t_s = pts_ns / 1e9
         motion[HEAD_SLICE] = (2.0 * np.sin(t_s * 0.7), 1.5 * np.sin(t_s * 2 * np.pi / 4.0), 0.0)
-        if token is not None and token[3] > 0.02:  # the visitor is talking: look at them, smile slightly
+        if self._voice_level() > 0.02:  # the visitor is talking: smile slightly
             motion[BLENDSHAPE_INDEX["mouthSmileLeft"]] = motion[BLENDSHAPE_INDEX["mouthSmileRight"]] = 0.3
         motion[EYES_SLICE] = 0.0
         return motion
@@ -144,50 +138,3 @@ class SketchRenderer:
         mouth_y = y - 0.17 - 0.03 * jaw + smile * 0.05 * (x / 0.12) ** 2
         image[(x / 0.12) ** 2 + (mouth_y / mouth_h) ** 2 <= 1.0] = (120, 40, 50)
         return image
-
-
-def synthesize_espeak(text: str, sample_rate_hz: int, voice: str = "en-us", rate_wpm: int = 165) -> np.ndarray:
-    """Speech for ``text`` from the espeak-ng command line, as float32 mono at ``sample_rate_hz``."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng not found on PATH; install with: sudo apt-get install espeak-ng")
-    wav_bytes = subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), "--stdout", text],
-                               check=True, capture_output=True, timeout=30).stdout
-    with wave.open(io.BytesIO(wav_bytes)) as wav:
-        rate = wav.getframerate()
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
-    if rate != sample_rate_hz:
-        n_out = int(round(len(pcm) * sample_rate_hz / rate))
-        pcm = np.interp(np.arange(n_out) * rate / sample_rate_hz, np.arange(len(pcm)), pcm).astype(np.float32)
-    return pcm
-
-
-class EnergyResponder:
-    """Turn-taking stand-in: speech = energy above a threshold; a turn ends after ``silence_ms`` of quiet."""
-
-    def __init__(self, on_turn_end, threshold_rms: float = 0.02, silence_ms: int = 700,
-                 min_speech_ms: int = 300):
-        self._on_turn_end = on_turn_end  # callable(end_of_speech_ns, decided_ns) -> None
-        self.threshold_rms = threshold_rms
-        self.silence_ns = silence_ms * 1_000_000
-        self.min_speech_ns = min_speech_ms * 1_000_000
-        self._speech_start_ns: int | None = None
-        self._last_voice_end_ns: int | None = None
-
-    def on_chunk(self, chunk: AudioChunk) -> None:
-        rms = float(np.sqrt(np.mean(chunk.samples * chunk.samples))) if len(chunk.samples) else 0.0
-        end_ns = chunk.pts_ns + samples_to_ns(len(chunk.samples), chunk.sample_rate_hz)
-        if rms >= self.threshold_rms:
-            if self._speech_start_ns is None:
-                self._speech_start_ns = chunk.pts_ns
-            self._last_voice_end_ns = end_ns
-            return
-        if self._speech_start_ns is None or self._last_voice_end_ns is None:
-            return
-        if end_ns - self._last_voice_end_ns >= self.silence_ns:
-            spoke_ns = self._last_voice_end_ns - self._speech_start_ns
-            end_of_speech_ns = self._last_voice_end_ns
-            self._speech_start_ns = self._last_voice_end_ns = None
-            if spoke_ns >= self.min_speech_ns:
-                # The decision is made on the media time of the chunk that completed the silence.
-                self._on_turn_end(end_of_speech_ns, end_ns)

@@ -24,39 +24,15 @@ import numpy as np
 from edge_avatar import __version__
 from edge_avatar.clock import MediaClock, RealTimeBase, TimeBase
 from edge_avatar.config import RootConfig
-from edge_avatar.frames import ControlMessage
 from edge_avatar.outputs.audio import AudioOutput, open_audio_output
 from edge_avatar.runtime import placeholders
-from edge_avatar.runtime.loop import AvatarLoop, queue_stats
+from edge_avatar.runtime.loop import AvatarLoop, TickState, queue_stats
 from edge_avatar.runtime.queues import BoundedQueue, OverflowPolicy
-from edge_avatar.runtime.workers import ListenerWorker, MicrophoneWorker, SpeakRequest, SpeechWorker
+from edge_avatar.runtime.workers import ListenerWorker, MicrophoneWorker
 
 log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
-
-
-@dataclass
-class Turn:
-    """One visitor turn and the avatar's reply, all times in media ns."""
-
-    turn_id: int
-    end_of_speech_ns: int
-    decided_ns: int
-    reply_text: str
-    first_audio_ns: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        latency_ms = None if self.first_audio_ns is None else (self.first_audio_ns - self.end_of_speech_ns) / 1e6
-        return {
-            "turn_id": self.turn_id,
-            "reply_text": self.reply_text,
-            "end_of_speech_s": round(self.end_of_speech_ns / 1e9, 3),
-            "decided_s": round(self.decided_ns / 1e9, 3),
-            "first_audio_s": None if self.first_audio_ns is None else round(self.first_audio_ns / 1e9, 3),
-            "end_of_turn_wait_ms": round((self.decided_ns - self.end_of_speech_ns) / 1e6, 1),
-            "response_latency_ms": None if latency_ms is None else round(latency_ms, 1),
-        }
 
 
 @dataclass
@@ -66,7 +42,10 @@ class SessionOptions:
     duration_s: float | None = None
     time_base: TimeBase | None = None
     null_models: bool = False               # bench: no perception, constant planner and renderer
-    listen: bool = True                     # run the microphone / turn-taking / speech workers
+    listen: bool = True                     # run the microphone / listening / conversation workers
+    placeholder_perception: bool = False    # tests: the luminance stand-in instead of the vision models
+    fleet: bool = True                      # report over MQTT (or the local JSON-lines file)
+    systemd: bool = True                    # sd_notify READY / WATCHDOG when started by systemd
     on_tick: Callable | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
 
@@ -98,9 +77,16 @@ class Session:
         self.microphone = None
         self.workers: list = []
         self.queues: list[BoundedQueue] = []
-        self.turns: list[Turn] = []
-        self._turns_lock = threading.Lock()
+        self.perception = None
+        self.listening = None
+        self.conversation = None
+        self.fleet = None
+        self.notifier = None
+        self.watchdog = None
         self.loop: AvatarLoop | None = None
+        self._last_result_seq = -1
+        self.restart_exit_status: int | None = None  # set when the fleet asks for a restart (exit 75)
+        self._last_camera_event = 0
         self._stopped = threading.Event()
         self.output_info: dict[str, Any] = {}
         self.error: str | None = None
@@ -126,29 +112,16 @@ class Session:
 
             if not self.options.null_models:
                 self.camera = open_camera(cfg.camera, self.clock)
-            listener = None
             if self.options.listen and not self.options.null_models:
-                self.microphone = open_microphone(cfg.microphone, self.clock)
-                listen_queue = BoundedQueue("mic->listener", cfg.microphone.queue_chunks,
-                                            OverflowPolicy.DROP_OLDEST)
-                speech_queue = BoundedQueue("listener->speech", 16, OverflowPolicy.BLOCK, put_timeout_s=5.0)
-                self.queues += [listen_queue, speech_queue]
-                self._speech_queue = speech_queue
-                responder = placeholders.EnergyResponder(self._on_turn_end)
-                listener = ListenerWorker(listen_queue, responder.on_chunk)
-                self.workers = [
-                    MicrophoneWorker(self.microphone, [listen_queue]),
-                    listener,
-                    SpeechWorker(placeholders.synthesize_espeak, self.speaker, speech_queue,
-                                 self._on_first_audio),
-                ]
+                self._build_listening(open_microphone)
 
             if self.options.null_models:
                 perception, planner = None, _NullPlanner()
                 renderer = _NullRenderer(cfg.render.width_px, cfg.render.height_px)
             else:
-                perception = placeholders.LuminancePerception()
-                planner = placeholders.EnvelopePlanner(envelope)
+                perception = self._build_perception()
+                voice = (lambda: self._listener_worker.voice_rms) if self.workers else (lambda: 0.0)
+                planner = placeholders.EnvelopePlanner(envelope, voice_level=voice)
                 renderer = placeholders.SketchRenderer(cfg.render.width_px, cfg.render.height_px)
 
             self.loop = AvatarLoop(
@@ -161,10 +134,12 @@ class Session:
                 perception=perception,
                 planner=planner,
                 renderer=renderer,
-                voice_level=(lambda: listener.voice_rms) if listener else None,
+                voice_level=(lambda: self._listener_worker.voice_rms) if self.workers else None,
                 stats_window_ticks=cfg.loop.stats_window_ticks,
-                on_tick=self.options.on_tick,
+                on_tick=self._on_tick,
+                perception_mode=cfg.loop.perception_mode,
             )
+            self._build_fleet()
             self.speaker.start()
             if self.camera is not None:
                 self.camera.start()
@@ -172,9 +147,67 @@ class Session:
                 self.microphone.start()
             for worker in self.workers:
                 worker.start()
+            # Everything is loaded and warm: tell systemd, then feed its watchdog only while frames advance.
+            if self.options.systemd:
+                from edge_avatar.fleet.systemd import SystemdNotifier, Watchdog  # noqa: PLC0415
+
+                self.notifier = SystemdNotifier.from_env()
+                self.notifier.ready(f"running at {cfg.loop.tick_rate_hz:g} Hz")
+                self.watchdog = Watchdog(lambda: self.loop.frames_advanced, self.notifier)
+                if self.watchdog.enabled:
+                    self.watchdog.start()
         except BaseException:
             self._close_devices()
             raise
+
+    def _build_perception(self):
+        if self.options.placeholder_perception or not self.config.perception.enabled:
+            return placeholders.LuminancePerception()
+        from edge_avatar.perception.pipeline import VisionPerception  # noqa: PLC0415
+
+        self.perception = VisionPerception.from_config(self.config)
+        self.perception.warm_up()
+        return self.perception
+
+    def _build_listening(self, open_microphone) -> None:
+        """Microphone -> listening (AEC, VAD, ASR) -> turn-taking -> the brain -> speech."""
+        from edge_avatar.dialogue import build_dialogue, dialogue_config  # noqa: PLC0415
+        from edge_avatar.dialogue.turns import TurnTaker  # noqa: PLC0415
+        from edge_avatar.listening import build_listening  # noqa: PLC0415
+        from edge_avatar.runtime.conversation import Conversation  # noqa: PLC0415
+        from edge_avatar.speech import open_tts  # noqa: PLC0415
+
+        cfg = self.config
+        self.microphone = open_microphone(cfg.microphone, self.clock)
+        dialogue = build_dialogue(cfg)
+        tts = open_tts(dialogue.persona, cfg.audio_output.sample_rate_hz, dialogue_config(cfg))
+        self.conversation = Conversation(
+            clock=self.clock, speaker=self.speaker, dialogue=dialogue, tts=tts,
+            turn_taker=TurnTaker(dialogue_config(cfg)), include_user_text=cfg.privacy.log_transcripts)
+        # The echo canceller's reference is tapped from the speaker here, before it starts.
+        self.listening = build_listening(cfg.listening, self.clock, self.speaker,
+                                         on_token=self.conversation.on_audio_token)
+        listen_queue = BoundedQueue("mic->listener", cfg.microphone.queue_chunks, OverflowPolicy.DROP_OLDEST)
+        self.queues += [listen_queue, self.conversation.requests]
+        self._listener_worker = ListenerWorker(listen_queue, self.listening.listener.process_chunk)
+        self.workers = [MicrophoneWorker(self.microphone, [listen_queue]), self._listener_worker,
+                        *self.listening.workers, self.conversation.worker]
+
+    def _build_fleet(self) -> None:
+        if not self.options.fleet:
+            return
+        from edge_avatar.fleet.agent import FleetAgent  # noqa: PLC0415
+        from edge_avatar.fleet.telemetry import TelemetrySource  # noqa: PLC0415
+        from edge_avatar.runtime.fleet_handlers import SessionCommandHandlers  # noqa: PLC0415
+
+        cfg = self.config
+        persona = self.conversation.dialogue.persona.name if self.conversation else ""
+        self.fleet = FleetAgent(cfg, handlers=SessionCommandHandlers(self),
+                                telemetry=TelemetrySource(self.live_stats, recent_turns=cfg.fleet.recent_turns),
+                                status={"persona": persona, "board": cfg.board.name})
+        self.fleet.start()
+        if self.conversation is not None:
+            self.conversation.event_listeners.append(self.fleet.event)
 
     # ------------------------------------------------------------------ run
 
@@ -197,26 +230,40 @@ class Session:
         if self.loop is not None:
             self.loop.stop()
 
-    def interrupt_speech(self) -> None:
-        """Barge-in: drop queued replies and speaker audio at once."""
-        if getattr(self, "_speech_queue", None) is not None:
-            self._speech_queue.put(ControlMessage("interrupt"))
+    def _on_tick(self, state: TickState) -> None:
+        """After each tick: hand perception's view of the visitor to the conversation; report camera changes."""
+        result = getattr(self.perception, "last_result", None)
+        if self.conversation is not None and result is not None and result.seq != self._last_result_seq:
+            self._last_result_seq = result.seq
+            face = result.active
+            blend = face.blendshapes if face is not None else None
+            mouth_closed = True if blend is None else float(blend[24]) < 0.15  # jawOpen
+            self.conversation.set_visual_cues(face is not None, bool(face is not None and face.attending > 0.5),
+                                              mouth_closed)
+            self.conversation.on_engagement(result.engagement, state.pts_ns)
+        if self.fleet is not None and self.loop is not None:
+            events = self.loop.counters.events
+            for event in events[self._last_camera_event:]:
+                kind = {"camera_lost": "degraded", "camera_recovered": "recovered"}.get(event.kind)
+                if kind:
+                    self.fleet.event(kind, component="camera", detail=event.detail, pts_s=round(event.pts_ns / 1e9, 3))
+            self._last_camera_event = len(events)
+        if self.options.on_tick is not None:
+            self.options.on_tick(state)
 
-    # ------------------------------------------------------------------ callbacks from workers
-
-    def _on_turn_end(self, end_of_speech_ns: int, decided_ns: int) -> None:
-        with self._turns_lock:
-            turn = Turn(len(self.turns), end_of_speech_ns, decided_ns, "Thank you. One moment, please.")
-            self.turns.append(turn)
-        self._speech_queue.put(SpeakRequest(turn.reply_text, turn.turn_id))
-
-    def _on_first_audio(self, turn_id: int, first_audio_ns: int) -> None:
-        with self._turns_lock:
-            self.turns[turn_id].first_audio_ns = first_audio_ns
+    def live_stats(self) -> dict[str, Any]:
+        """A cheap snapshot for telemetry (called from the fleet thread)."""
+        report = self.loop.report() if self.loop else {}
+        report["turns"] = self.conversation.turns_json() if self.conversation else []
+        return report
 
     # ------------------------------------------------------------------ shutdown and report
 
     def _close_devices(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.notifier is not None:
+            self.notifier.stopping("finishing the output")
         for worker in self.workers:
             worker.stop()
         for worker in self.workers:
@@ -237,12 +284,21 @@ class Session:
                 self.output_info = {"error": str(exc)}
                 self.error = self.error or f"output: {exc}"
                 log.error("output %s failed: %s", self.sink.uri, exc)
+        if self.fleet is not None:
+            self.fleet.stop()
+            self.fleet = None
+
+    def _perception_summary(self) -> dict[str, Any]:
+        if self.perception is None:
+            return {"models": "placeholder" if not self.options.null_models else "none"}
+        result = self.perception.last_result
+        return {"models": "vision", "last_reason": result.reason if result else None,
+                "last_engagement": result.engagement if result else None}
 
     def report(self) -> dict[str, Any]:
         cfg = self.config
         loop_report = self.loop.report() if self.loop else {}
-        with self._turns_lock:
-            turns = [t.to_json() for t in self.turns]
+        turns = self.conversation.turns_json() if self.conversation else []
         latencies = [t["response_latency_ms"] for t in turns if t["response_latency_ms"] is not None]
         speaker = self.speaker
         return {
@@ -255,6 +311,11 @@ class Session:
             **loop_report,
             "turns": turns,
             "response_latency_ms": _summary(latencies),
+            "end_of_turn_wait_ms": _summary([t["end_of_turn_wait_ms"] for t in turns
+                                             if t.get("end_of_turn_wait_ms") is not None]),
+            "conversation_events": self.conversation.events if self.conversation else [],
+            "perception": self._perception_summary(),
+            "listening": self.listening.listener.stats() if self.listening else {},
             "workers": {w.worker_name: w.stats() for w in self.workers},
             "queues": queue_stats(self.queues),
             "camera_source": self.camera.stats() if self.camera is not None else {},
@@ -266,6 +327,7 @@ class Session:
             "output": self.output_info,
             "memory_mb": {"peak_rss": round(peak_rss_mb(), 1)},
             "error": self.error,
+            "exit_status": self.restart_exit_status,
             **self.options.extra_report,
         }
 

@@ -1,4 +1,4 @@
-"""Worker threads around the tick: microphone, listening (turn-taking), speech synthesis.
+"""Worker threads around the tick: the microphone reader and the listener that consumes it.
 
 Why this module exists: capture, recognition, dialogue and synthesis take
 variable time, and none of it may block the tick. Each runs on its own
@@ -7,11 +7,11 @@ policy is stated where the queue is made:
 
 - mic -> listener: ``DROP_OLDEST`` (500 chunks = 5 s); a stalled listener
   loses the oldest audio and the loss is counted in the report;
-- listener -> speech: ``BLOCK``; a reply is never dropped;
+- turns -> dialogue (runtime/conversation.py): ``BLOCK``; a reply is never dropped;
 - speech -> speaker: the speaker's own sample queue (blocks, never drops).
 
-An ``interrupt`` control message overtakes queued replies and clears the
-speaker (barge-in). Each worker times its own work and counts its errors; an
+An ``interrupt`` control message overtakes queued replies and the speaker is
+cleared (barge-in). Each worker times its own work and counts its errors; an
 exception in one item is logged and counted, never kills the thread.
 """
 
@@ -20,13 +20,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from edge_avatar.frames import AudioChunk, CaptureStatus, ControlMessage, samples_to_ns
-from edge_avatar.outputs.audio import AudioOutput
+from edge_avatar.frames import AudioChunk, CaptureStatus, ControlMessage
 from edge_avatar.runtime.queues import BoundedQueue, QueueEmpty
 from edge_avatar.runtime.timing import StageTimer
 from edge_avatar.sensors.base import MicrophoneSource
@@ -91,42 +89,6 @@ class MicrophoneWorker(Worker):
 
     def stats(self) -> dict:
         return {**super().stats(), "chunks": self.chunks, "eos": self.eos, **self.microphone.stats()}
-
-
-@dataclass
-class SpeakRequest:
-    text: str
-    turn_id: int
-
-
-class SpeechWorker(Worker):
-    """Synthesises replies and queues them on the speaker; records when each reply's first sample plays."""
-
-    def __init__(self, synthesize: Callable[[str, int], np.ndarray], speaker: AudioOutput,
-                 requests: BoundedQueue, on_first_audio: Callable[[int, int], None]):
-        super().__init__("speech")
-        self.synthesize = synthesize          # (text, sample_rate_hz) -> float32 samples
-        self.speaker = speaker
-        self.requests = requests
-        self.on_first_audio = on_first_audio  # (turn_id, first_sample_pts_ns) -> None
-        self.interruptions = 0
-
-    def step(self) -> None:
-        try:
-            item = self.requests.get(timeout_s=0.05)
-        except QueueEmpty:
-            return
-        if isinstance(item, ControlMessage):
-            if item.kind == "interrupt":
-                self.interruptions += 1
-                self.requests.clear_media()
-                self.speaker.clear()
-            return
-        start_ns = time.monotonic_ns()
-        samples = self.synthesize(item.text, self.speaker.sample_rate_hz)
-        self.timer.add_ns(time.monotonic_ns() - start_ns)
-        first_sample = self.speaker.write(samples, timeout_s=30.0)
-        self.on_first_audio(item.turn_id, samples_to_ns(first_sample, self.speaker.sample_rate_hz))
 
 
 class ListenerWorker(Worker):

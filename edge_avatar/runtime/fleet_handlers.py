@@ -1,0 +1,79 @@
+"""What a running avatar does for each fleet command (the ``CommandHandlers`` of edge_avatar.fleet).
+
+Why this module exists: the fleet package validates, authorises and answers
+commands but knows nothing of the media pipeline; the session knows the
+pipeline but nothing of MQTT. These handlers are the seam. They run on the
+fleet's command thread and only queue work or flip a setting: none of them
+waits on the tick, the speaker or a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+from edge_avatar import __version__
+from edge_avatar.fleet.commands import EXIT_RESTART_REQUESTED, CommandError, Reply
+
+log = logging.getLogger(__name__)
+
+
+class SessionCommandHandlers:
+    def __init__(self, session: Any):
+        self.session = session
+        self.restart_requested = False
+
+    def ping(self) -> dict[str, Any]:
+        loop = self.session.loop
+        return {"pong": True, "version": __version__, "board": self.session.config.board.name,
+                "frames_rendered": loop.counters.frames_rendered if loop else 0}
+
+    def say(self, text: str, interrupt: bool) -> dict[str, Any]:
+        conversation = self.session.conversation
+        if conversation is None:
+            raise CommandError("unavailable", "this device runs without speech (no microphone/conversation)")
+        turn_id = conversation.say(text, interrupt=interrupt)
+        return {"queued": True, "turn_id": turn_id, "interrupted": interrupt}
+
+    def set_persona(self, persona: str) -> dict[str, Any]:
+        # Personas are files of the site config; switching one rebuilds the voice: done by a restart.
+        raise CommandError("unsupported", f"persona {persona!r}: change site.persona_file and send reload_config")
+
+    def reload_config(self) -> Reply:
+        self.restart_requested = True
+        return Reply({"reloading": True, "how": "clean restart with the new config",
+                      "exit_status": EXIT_RESTART_REQUESTED}, then=self._request_restart)
+
+    def set_volume(self, volume: float) -> dict[str, Any]:
+        speaker = self.session.speaker
+        if speaker is None:
+            raise CommandError("unavailable", "no speaker is open")
+        speaker.set_volume(volume)
+        return {"volume": speaker.volume}
+
+    def rebuild_engines(self, force: bool) -> dict[str, Any]:
+        raise CommandError("unsupported", "run the edge-avatar-engines.service unit (systemctl start "
+                                          "edge-avatar-engines) then restart; engines are not rebuilt in-process")
+
+    def restart(self, reason: str) -> Reply:
+        self.restart_requested = True
+        log.warning("restart requested by the fleet: %s", reason)
+        return Reply({"restarting": True, "exit_status": EXIT_RESTART_REQUESTED}, then=self._request_restart)
+
+    def forget_memory(self, scope: str) -> dict[str, Any]:
+        conversation = self.session.conversation
+        if conversation is None:
+            return {"forgotten": 0, "scope": scope}
+        dialogue = conversation.dialogue
+        dialogue.end_visit()  # "conversation": what this visitor said is forgotten now
+        erased = dialogue.erase_memory(None) if scope == "all" else 0  # "all": long-term memory too
+        return {"forgotten": True, "scope": scope, "long_term_records_erased": erased}
+
+    def _request_restart(self) -> None:
+        """Stop the loop cleanly (the MP4 and report are finalised); the CLI then exits 75."""
+        self.session.restart_exit_status = EXIT_RESTART_REQUESTED
+        self.session.stop()
+        if os.environ.get("EDGE_AVATAR_RESTART_SIGNAL") == "1":  # pragma: no cover - for supervisors without 75
+            os.kill(os.getpid(), signal.SIGTERM)
