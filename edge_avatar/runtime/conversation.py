@@ -104,7 +104,8 @@ class Conversation:
         self.turns: list[TurnRecord] = []
         self._lock = threading.Lock()
         self._visual = (False, False, True)      # face_visible, face_attending, mouth_closed
-        self._speaking_record: TurnRecord | None = None
+        self._speaking_record: TurnRecord | None = None   # the reply queued last (it may still be playing)
+        self._synthesising = False
         self._engaged = False
         self.events: list[dict[str, Any]] = []   # for the report (and the fleet's events topic)
         self.event_listeners: list = []          # callables(kind, **fields)
@@ -187,7 +188,8 @@ class Conversation:
         """Barge-in confirmed: the rest of the current reply is dropped, queued replies too."""
         with self._lock:
             current = self._speaking_record
-            if current is not None:
+            # The reply is interrupted if any of it was still to be heard (queued, held, or being synthesised).
+            if current is not None and (self.speaker.queued_ms > 0 or self.speaker.paused or self._synthesising):
                 current.interrupted = True
         self.requests.put(ControlMessage("interrupt"))
         self.speaker.clear()
@@ -251,6 +253,7 @@ class ConversationWorker(Worker):
             return
         with c._lock:
             c._speaking_record = record
+            c._synthesising = True
         try:
             from edge_avatar.speech import speak_streaming  # noqa: PLC0415
 
@@ -263,8 +266,7 @@ class ConversationWorker(Worker):
                             should_stop=lambda: record.interrupted)
         finally:
             with c._lock:
-                if c._speaking_record is record:
-                    c._speaking_record = None
+                c._synthesising = False
         if record.kind == "answer":
             c._emit("turn_done", record.first_audio_ns or 0, turn_id=record.turn_id, tier=record.tier,
                     response_latency_ms=record.to_json(False)["response_latency_ms"],
