@@ -222,7 +222,6 @@ class AvatarLoop:
 
     def run(self, duration_s: float | None = None) -> None:
         """Tick until ``stop()``, the duration (media time) has passed, or the camera reports EOS."""
-        base = self.clock.time_base
         schedule = self.schedule = TickSchedule(self.tick_rate_hz, self.clock.now_ns())
         end_ns = None if duration_s is None else schedule.t0_ns + int(duration_s * 1e9)
         state = TickState()
