@@ -38,8 +38,32 @@ class SessionCommandHandlers:
         return {"queued": True, "turn_id": turn_id, "interrupted": interrupt}
 
     def set_persona(self, persona: str) -> dict[str, Any]:
-        # Personas are files of the site config; switching one rebuilds the voice: done by a restart.
-        raise CommandError("unsupported", f"persona {persona!r}: change site.persona_file and send reload_config")
+        """Switch to ``<persona>.yaml`` beside the current persona file (the site's persona library)."""
+        from pathlib import Path  # noqa: PLC0415
+
+        from edge_avatar.dialogue import dialogue_config  # noqa: PLC0415
+        from edge_avatar.dialogue.persona import PersonaError, load_persona  # noqa: PLC0415
+        from edge_avatar.speech import open_tts  # noqa: PLC0415
+
+        conversation = self.session.conversation
+        if conversation is None:
+            raise CommandError("unavailable", "this device runs without speech (no microphone/conversation)")
+        cfg = self.session.config
+        current = cfg.dialogue.persona_file or cfg.site.persona_file
+        library = Path(current).expanduser().parent if current else Path(".")
+        path = library / f"{persona}.yaml"
+        try:
+            loaded = load_persona(path)  # the name pattern was checked by the command schema
+            tts = open_tts(loaded, cfg.audio_output.sample_rate_hz, dialogue_config(cfg))
+        except PersonaError as exc:
+            raise CommandError("invalid_persona", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. the persona's voice is not installed
+            raise CommandError("invalid_persona", f"{path}: {exc}") from None
+        conversation.dialogue.persona = loaded
+        conversation.tts = tts  # the next reply speaks with the new voice; the current one finishes
+        if self.session.fleet is not None:
+            self.session.fleet.update_status(persona=loaded.name)
+        return {"persona": loaded.name, "file": str(path)}
 
     def reload_config(self) -> Reply:
         self.restart_requested = True
