@@ -151,3 +151,29 @@ def test_greeting_on_engagement_and_farewell_when_leaving_never_to_an_empty_room
     assert [t.kind for t in conversation.turns] == ["greeting", "farewell"]
     assert conversation.dialogue.visits == ["start", "end"]
     assert [e["kind"] for e in conversation.events] == ["visitor_engaged", "conversation_ended"]
+
+
+def test_the_answer_waits_briefly_for_the_final_words_of_the_utterance():
+    conversation, turns, _, _ = make()
+    turns.pending = [TurnEvent("end_of_turn", 2_000_000_000, end_of_speech_ns=1_800_000_000,
+                               text="where is the card")]
+    conversation.on_audio_token(token(1_990_000_000))
+    time.sleep(0.2)
+    late_final = SimpleNamespace(is_final=True, rejected="", text="where is the cardiology department",
+                                 start_ns=300_000_000, end_ns=1_750_000_000)
+    conversation.on_audio_token(SimpleNamespace(**{**vars(token(2_100_000_000)), "events": (late_final,)}))
+    assert wait_for(lambda: conversation.turns and conversation.turns[0].reply_text)
+    conversation.worker.stop()
+    record = conversation.turns[0]
+    assert record.user_text == "where is the cardiology department"
+    assert "cardiology" in record.reply_text
+    assert record.cues["partial"] == "where is the card"
+
+
+def test_no_second_greeting_while_the_visitor_walks_away():
+    conversation, _, _, _ = make()
+    for state in ("approaching", "engaged", "leaving", "engaged", "leaving", "gone", "approaching", "engaged"):
+        conversation.on_engagement(state, 0)
+    assert wait_for(lambda: len(conversation.turns) == 3 and conversation.turns[2].reply_text)
+    conversation.worker.stop()
+    assert [t.kind for t in conversation.turns] == ["greeting", "farewell", "greeting"]

@@ -107,6 +107,10 @@ class Conversation:
         self._speaking_record: TurnRecord | None = None   # the reply queued last (it may still be playing)
         self._synthesising = False
         self._engaged = False
+        self._visit_closed = False               # farewell said; a new visit starts only once they were gone
+        self._finals: list = []                  # recent (start_ns, end_ns, text) final transcripts
+        self._finals_cond = threading.Condition()
+        self.final_wait_s = 1.5                  # how long an answer may wait for the ASR's final words
         self.events: list[dict[str, Any]] = []   # for the report (and the fleet's events topic)
         self.event_listeners: list = []          # callables(kind, **fields)
         self.worker = ConversationWorker(self)
@@ -118,13 +122,16 @@ class Conversation:
 
     def on_engagement(self, state: str, pts_ns: int) -> None:
         """Perception's engagement state for the active visitor: greet on 'engaged', farewell on leaving."""
-        if state == "engaged" and not self._engaged:
+        if state in ("gone", "approaching") and not self._engaged:
+            self._visit_closed = False
+        if state == "engaged" and not self._engaged and not self._visit_closed:
             self._engaged = True
             self.dialogue.start_visit()
             self._emit("visitor_engaged", pts_ns)
             self._enqueue_avatar_turn("greeting", lambda r: self.dialogue.greet(r.turn_id, pts_ns))
         elif state in ("leaving", "gone") and self._engaged:
             self._engaged = False
+            self._visit_closed = state == "leaving"
             self._enqueue_avatar_turn("farewell", lambda r: self.dialogue.farewell(r.turn_id, pts_ns))
             self.dialogue.end_visit()
             self._emit("conversation_ended", pts_ns)
@@ -146,6 +153,9 @@ class Conversation:
         for event in token.events:
             if event.is_final and not event.rejected:
                 final_text, final_start_ns = event.text, event.start_ns
+                with self._finals_cond:
+                    self._finals = [*self._finals[-7:], (event.start_ns, event.end_ns, event.text)]
+                    self._finals_cond.notify_all()
         face_visible, attending, mouth_closed = self._visual
         frame = ListeningFrame(
             pts_ns=token.pts_ns, voice_active=token.voice_active, pitch_hz=token.pitch_hz,
@@ -198,6 +208,23 @@ class Conversation:
 
     # ------------------------------------------------------------------ helpers
 
+    def final_text_for(self, end_of_speech_ns: int, timeout_s: float) -> str | None:
+        """The ASR's final words for the utterance that ended at ``end_of_speech_ns``, waiting up to ``timeout_s``.
+
+        Turn-taking may decide on a partial transcript (the final decode finishes a little later); the
+        answer is better when made from the final. A final belongs to the utterance when its audio ends
+        within 0.5 s of the utterance's end.
+        """
+        def match() -> str | None:
+            for _start_ns, end_ns, text in reversed(self._finals):
+                if abs(end_ns - end_of_speech_ns) <= 500_000_000:
+                    return text
+            return None
+
+        with self._finals_cond:
+            self._finals_cond.wait_for(lambda: match() is not None, timeout_s)
+            return match()
+
     def _new_record(self, kind: str) -> TurnRecord:
         with self._lock:
             record = TurnRecord(len(self.turns), kind)
@@ -244,7 +271,12 @@ class ConversationWorker(Worker):
         base = c.clock.time_base
         start_ns = base.monotonic_ns()
         if item.text_to_answer is not None:
-            reply = c.dialogue.respond(item.text_to_answer, record.turn_id, pts_ns=record.decided_ns)
+            final = c.final_text_for(record.end_of_speech_ns, c.final_wait_s)
+            if final and final.strip() and final != item.text_to_answer:
+                record.cues = {**record.cues, "answered_from": "final", "partial": item.text_to_answer}
+                record.user_text = final
+            text = record.user_text
+            reply = c.dialogue.respond(text, record.turn_id, pts_ns=record.decided_ns)
             self._fill(record, reply)
         elif item.reply_factory is not None:
             self._fill(record, item.reply_factory(record))

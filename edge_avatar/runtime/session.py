@@ -187,6 +187,9 @@ class Session:
         # The echo canceller's reference is tapped from the speaker here, before it starts.
         self.listening = build_listening(cfg.listening, self.clock, self.speaker,
                                          on_token=self.conversation.on_audio_token)
+        attach_echo = getattr(self.microphone, "attach_speaker", None)
+        if attach_echo is not None:  # a scripted room: the mic also hears the avatar, as a kiosk's would
+            attach_echo(self.speaker)
         listen_queue = BoundedQueue("mic->listener", cfg.microphone.queue_chunks, OverflowPolicy.DROP_OLDEST)
         self.queues += [listen_queue, self.conversation.requests]
         self._listener_worker = ListenerWorker(listen_queue, self.listening.listener.process_chunk)
@@ -237,7 +240,8 @@ class Session:
             self._last_result_seq = result.seq
             face = result.active
             blend = face.blendshapes if face is not None else None
-            mouth_closed = True if blend is None else float(blend[24]) < 0.15  # jawOpen
+            # jawOpen: about 0.01 for closed lips, 0.04-0.3 while speaking (measured on the demo visitor)
+            mouth_closed = True if blend is None else float(blend[24]) < 0.07
             self.conversation.set_visual_cues(face is not None, bool(face is not None and face.attending > 0.5),
                                               mouth_closed)
             self.conversation.on_engagement(result.engagement, state.pts_ns)

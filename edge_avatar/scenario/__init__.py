@@ -49,6 +49,7 @@ class PersonTruth:
     focal_length_px: float
     width_px: int
     height_px: int
+    mouth_open: float = 0.0       # 0 closed .. 1 a stressed vowel's full jaw drop (people with a `mouth`)
 
     @property
     def face_width_px(self) -> float:
@@ -84,6 +85,11 @@ class GroundTruth:
                 return u
         return None
 
+    @property
+    def addressed(self) -> tuple[UtteranceTruth, ...]:
+        """What was said to the avatar (the turns it should answer), in order."""
+        return tuple(u for u in self.utterances if u.addressed)
+
     def visitor_at(self, t_s: float, width_px: int = 640, height_px: int = 480) -> PersonTruth | None:
         """The visitor's pose and projected face box at ``t_s`` for a camera of this size; None without one."""
         return self._scenario._person_truth(0, "visitor", t_s, width_px, height_px) \
@@ -112,7 +118,7 @@ class Scenario:
         if spec.file is None:
             from edge_avatar.scenario.render import FrameRenderer
 
-            self._renderer = FrameRenderer(spec)
+            self._renderer = FrameRenderer(spec, track.mouth_open)
             self.duration_s = float(spec.duration_s)
         else:
             from edge_avatar.scenario.video import VideoFileReader
@@ -177,7 +183,8 @@ class Scenario:
             t_s=t_s, role=role, x_m=pose.x_m, distance_m=pose.distance_m, yaw_deg=pose.yaw_deg,
             pitch_deg=pose.pitch_deg, roll_deg=pose.roll_deg,
             face_box_px=self._renderer.face_box(index, t_s, width_px, height_px),
-            focal_length_px=self.focal_length_px(width_px), width_px=width_px, height_px=height_px)
+            focal_length_px=self.focal_length_px(width_px), width_px=width_px, height_px=height_px,
+            mouth_open=self._renderer.mouth_open(index, t_s))
 
 
 def bundled_scenarios() -> list[str]:

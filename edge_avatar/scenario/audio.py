@@ -8,9 +8,13 @@ it is resampled to the track rate, trimmed to its measured speech extent,
 normalised to a stated active-speech level and placed so that its first
 non-silent 10 ms starts exactly at ``start_s``. Seeded pink-ish room noise at
 a stated dBFS lies under everything. The measured extents are the ground
-truth (``UtteranceTruth``).
+truth (``UtteranceTruth``), with who spoke and whether it was said to the
+avatar. From each person's own placed speech the builder also derives how
+far their mouth is open every 10 ms (``mouth_openness``), which the frame
+renderer uses so that perception sees lips move exactly while that person
+talks.
 
-The built track is cached under ``~/.cache/edge-avatar/scenarios/<name>-<hash>/``,
+The built track (and the mouth openness) is cached under ``~/.cache/edge-avatar/scenarios/<name>-<hash>/``,
 keyed by everything that shapes the sound (the audio part of the YAML, the
 recordings' bytes, the espeak-ng install, this module's build version), so a
 second load reads one ``.npy`` file and runs nothing.
@@ -41,13 +45,23 @@ from edge_avatar.scenario.format import ScenarioError, ScenarioSpec, Utterance
 
 log = logging.getLogger(__name__)
 
-# Bump when anything below changes the produced samples: old caches are then ignored.
-AUDIO_BUILD_VERSION = 1
+# Bump when anything below changes the produced samples or mouth openness: old caches are then ignored.
+AUDIO_BUILD_VERSION = 2
 FRAME_S = 0.010          # energy frames for extent and level measurement
 MARGIN_S = 0.030         # sound kept either side of the measured speech extent
 FADE_S = 0.010           # raised-cosine fade at the ends of each placed utterance
 PEAK_LIMIT = 0.89        # normalisation never drives a sample above this
 CACHE_KEEP_PER_NAME = 4  # older builds of the same scenario name are pruned
+# Mouth openness from a person's speech envelope: a 10 ms frame this far below the utterance's
+# loud frames (its 95th percentile) is closed, one at that level is fully open.
+MOUTH_FRAME_S = 0.010
+MOUTH_RANGE_DB = 30.0
+MOUTH_GAMMA = 1.0        # > 1 would open weak syllables less than in proportion
+MOUTH_TALKING_DB = 20.0  # frames this close to the loud ones are talking: the lips stay apart ...
+MOUTH_TALKING_OPEN = 0.7 # ... at least this far, across gaps shorter than MOUTH_BRIDGE_S
+MOUTH_BRIDGE_S = 0.080
+MOUTH_SMOOTH_S = 0.020   # the jaw is slow: Gaussian smoothing of the openness (sigma)
+MOUTH_LEAD_S = 0.030     # the lips move a little before the sound they shape
 
 
 class SynthesisError(RuntimeError):
@@ -63,6 +77,8 @@ class UtteranceTruth:
     end_s: float     # end of the last non-silent 10 ms frame
     text: str
     kind: str        # "say" (espeak-ng), "wav" (real recording) or "file" (given with the clip)
+    who: str = "visitor"     # "visitor" or "bystanders[N]"
+    addressed: bool = True   # said to the avatar; False: background talk it should not answer
 
     @property
     def duration_s(self) -> float:
@@ -78,6 +94,9 @@ class AudioTrack:
     utterances: tuple[UtteranceTruth, ...]
     cache_path: Path | None = None
     from_cache: bool = False
+    # who -> (F,) float32 in [0, 1], one value per MOUTH_FRAME_S from t = 0: how far that person's
+    # mouth is open (1 = a stressed vowel's full jaw drop). Only people who speak have an entry.
+    mouth_open: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def duration_s(self) -> float:
@@ -102,24 +121,31 @@ def build_audio(spec: ScenarioSpec, cache_dir: str | Path | None = None) -> Audi
     if cached is not None:
         log.debug("scenario %s: audio from cache %s", spec.name, entry)
         return cached
+    mouth_open: dict[str, np.ndarray] = {}
     if spec.file is not None:
         samples, utterances = _build_file_audio(spec)
     else:
-        samples, utterances = _build_synthetic_audio(spec)
+        samples, utterances, mouth_open = _build_synthetic_audio(spec)
     samples = samples.astype(np.float32)
     samples.setflags(write=False)
-    _write_cache(entry, samples, spec.audio.sample_rate_hz, utterances, key)
+    for series in mouth_open.values():
+        series.setflags(write=False)
+    _write_cache(entry, samples, spec.audio.sample_rate_hz, utterances, mouth_open, key)
     log.info("scenario %s: built %.1f s of audio with %d utterances (cached in %s)", spec.name,
              len(samples) / spec.audio.sample_rate_hz, len(utterances), entry)
     return AudioTrack(samples=samples, sample_rate_hz=spec.audio.sample_rate_hz, utterances=utterances,
-                      cache_path=entry, from_cache=False)
+                      cache_path=entry, from_cache=False, mouth_open=mouth_open)
 
 
-def _build_synthetic_audio(spec: ScenarioSpec) -> tuple[np.ndarray, tuple[UtteranceTruth, ...]]:
+def _build_synthetic_audio(spec: ScenarioSpec) -> tuple[np.ndarray, tuple[UtteranceTruth, ...],
+                                                        dict[str, np.ndarray]]:
     rate = spec.audio.sample_rate_hz
     assert spec.duration_s is not None
     total = int(round(spec.duration_s * rate))
     track = room_noise(total, rate, spec.audio.room_noise_dbfs, spec.seed)
+    frame = int(round(MOUTH_FRAME_S * rate))
+    frames = -(-total // frame)
+    mouth_open: dict[str, np.ndarray] = {}
     truths: list[UtteranceTruth] = []
     prev_end_sample = -1
     for i, utt in enumerate(spec.speech):
@@ -151,9 +177,56 @@ def _build_synthetic_audio(spec: ScenarioSpec) -> tuple[np.ndarray, tuple[Uttera
         hi = min(total, place + len(segment))
         track[lo:hi] += segment[lo - place:hi - place]
         truths.append(UtteranceTruth(index=i, start_s=onset / rate, end_s=end_sample / rate, text=utt.text,
-                                     kind=utt.kind))
+                                     kind=utt.kind, who=utt.who, addressed=utt.addressed))
         prev_end_sample = end_sample
-    return np.clip(track, -1.0, 1.0), tuple(truths)
+        # This person's own voice (no noise, nobody else), on the track's 10 ms grid.
+        own = np.zeros(total)
+        own[lo:hi] = segment[lo - place:hi - place]
+        openness = mouth_openness(own, rate, onset, end_sample)
+        series = mouth_open.setdefault(utt.who, np.zeros(frames, dtype=np.float32))
+        np.maximum(series, openness[:frames], out=series)
+    return np.clip(track, -1.0, 1.0), tuple(truths), mouth_open
+
+
+def mouth_openness(voice: np.ndarray, sample_rate_hz: int, start_sample: int, end_sample: int) -> np.ndarray:
+    """How far a speaker's mouth is open in each 10 ms frame of ``voice`` (their own speech only): (F,) float32.
+
+    Loudness follows the syllables (the jaw opens wider on loud vowels), so
+    the openness is the frame level against the utterance's loud frames:
+    ``MOUTH_RANGE_DB`` below them is closed, at them fully open. In connected
+    speech the lips stay apart between syllables, so while the person is
+    talking (within ``MOUTH_TALKING_DB`` of the loud frames, bridging gaps
+    under ``MOUTH_BRIDGE_S``) the mouth is at least ``MOUTH_TALKING_OPEN``
+    open; it closes in real pauses. That is also what a face tracker needs
+    to call the mouth open through a whole sentence, not only on its loudest
+    vowels. The result is smoothed like a jaw (``MOUTH_SMOOTH_S``), led a
+    little ahead of the sound (``MOUTH_LEAD_S``) and forced closed outside
+    ``[start_sample, end_sample)`` widened by the smoothing.
+    """
+    frame = int(round(MOUTH_FRAME_S * sample_rate_hz))
+    levels_db = frame_levels_db(voice, sample_rate_hz, MOUTH_FRAME_S)          # (F,)
+    first, last = start_sample // frame, -(-end_sample // frame)
+    inside = levels_db[first:last]
+    if len(inside) == 0:
+        return np.zeros(len(levels_db), dtype=np.float32)
+    loud_db = float(np.percentile(inside, 95))
+    openness = np.clip((levels_db - (loud_db - MOUTH_RANGE_DB)) / MOUTH_RANGE_DB, 0.0, 1.0) ** MOUTH_GAMMA
+    talking = levels_db > loud_db - MOUTH_TALKING_DB
+    bridge = int(round(MOUTH_BRIDGE_S / MOUTH_FRAME_S))
+    talking_idx = np.nonzero(talking)[0]
+    for a, b in zip(talking_idx[:-1], talking_idx[1:]):   # close gaps shorter than the bridge
+        if 1 < b - a <= bridge:
+            talking[a:b] = True
+    openness = np.maximum(openness, MOUTH_TALKING_OPEN * talking)
+    sigma = MOUTH_SMOOTH_S / MOUTH_FRAME_S
+    taps = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    openness = np.convolve(openness, kernel / kernel.sum(), mode="same")
+    lead = int(round(MOUTH_LEAD_S / MOUTH_FRAME_S))
+    openness = np.concatenate([openness[lead:], np.zeros(lead)])
+    keep = np.zeros(len(openness), dtype=bool)
+    keep[max(0, first - lead - len(taps) // 2):last + len(taps) // 2] = True
+    return np.where(keep, np.clip(openness, 0.0, 1.0), 0.0).astype(np.float32)
 
 
 def _build_file_audio(spec: ScenarioSpec) -> tuple[np.ndarray, tuple[UtteranceTruth, ...]]:
@@ -168,7 +241,7 @@ def _build_file_audio(spec: ScenarioSpec) -> tuple[np.ndarray, tuple[UtteranceTr
         total = int(round(spec.duration_s * spec.audio.sample_rate_hz))
         samples = np.pad(samples[:total], (0, max(0, total - len(samples))))
     truths = tuple(UtteranceTruth(index=i, start_s=u.start_s, end_s=float(u.end_s or u.start_s), text=u.text,
-                                  kind="file") for i, u in enumerate(spec.speech))
+                                  kind="file", who=u.who, addressed=u.addressed) for i, u in enumerate(spec.speech))
     return samples, truths
 
 
@@ -440,8 +513,8 @@ def _cache_key(spec: ScenarioSpec) -> dict:
 
 
 def _read_cache(entry: Path, sample_rate_hz: int) -> AudioTrack | None:
-    track_path, truth_path = entry / "track.npy", entry / "truth.json"
-    if not (track_path.is_file() and truth_path.is_file()):
+    track_path, truth_path, mouth_path = entry / "track.npy", entry / "truth.json", entry / "mouth.npz"
+    if not (track_path.is_file() and truth_path.is_file() and mouth_path.is_file()):
         return None
     try:
         truth = json.loads(truth_path.read_text(encoding="utf-8"))
@@ -449,16 +522,22 @@ def _read_cache(entry: Path, sample_rate_hz: int) -> AudioTrack | None:
         if samples.dtype != np.float32 or samples.ndim != 1 or truth["sample_rate_hz"] != sample_rate_hz:
             raise ValueError("unexpected contents")
         utterances = tuple(UtteranceTruth(**u) for u in truth["utterances"])
+        with np.load(mouth_path, allow_pickle=False) as archive:
+            mouth_open = {who: archive[name] for who, name in truth["mouth"].items()}
+        if any(m.dtype != np.float32 or m.ndim != 1 for m in mouth_open.values()):
+            raise ValueError("unexpected mouth contents")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring unreadable scenario cache %s: %s", entry, exc)
         return None
     samples.setflags(write=False)
+    for series in mouth_open.values():
+        series.setflags(write=False)
     return AudioTrack(samples=samples, sample_rate_hz=sample_rate_hz, utterances=utterances, cache_path=entry,
-                      from_cache=True)
+                      from_cache=True, mouth_open=mouth_open)
 
 
 def _write_cache(entry: Path, samples: np.ndarray, sample_rate_hz: int, utterances: tuple[UtteranceTruth, ...],
-                 key: dict) -> None:
+                 mouth_open: dict[str, np.ndarray], key: dict) -> None:
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
@@ -467,8 +546,10 @@ def _write_cache(entry: Path, samples: np.ndarray, sample_rate_hz: int, utteranc
         return
     try:
         np.save(tmp / "track.npy", samples, allow_pickle=False)
+        names = {who: f"m{i}" for i, who in enumerate(sorted(mouth_open))}   # npz member names stay plain
+        np.savez(tmp / "mouth.npz", **{names[who]: series for who, series in mouth_open.items()})
         truth = {"sample_rate_hz": sample_rate_hz, "utterances": [dataclasses.asdict(u) for u in utterances],
-                 "key": key}
+                 "mouth": names, "key": key}
         (tmp / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, entry)
     except OSError:

@@ -22,11 +22,15 @@ Two forms exist::
     visitor:
       image: package://skimage/data/astronaut.png
       face_box_px: [x, y, w, h]          # the face inside the image: sets the pinhole scale
+      mouth: {center_px: [x, y], width_px: w, corner_rise_px: r}   # optional: the lips move with speech
       keyframes: [{t_s: 0, x_m: 0.9, distance_m: 3.4, yaw_deg: -20}, ...]
     bystanders: [ ...same fields as visitor... ]
+    room:                                # optional
+      echo: {level_db: -12, delay_ms: 8, rt60_s: 0.3}   # the mic hears the avatar's speaker
     speech:
       - {start_s: 6.0, say: "Hello!"}                     # espeak-ng; voice/rate_wpm/pitch optional
-      - {start_s: 22.0, wav: REF, clip_s: [0.9, 4.85], text: "It was the best of times..."}
+      - {start_s: 22.0, wav: REF, clip_s: [0.9, 4.85], text: "It was the best of times...",
+         who: "bystanders[0]", addressed: false}         # who speaks (default visitor), to the avatar or not
 
     # file: play an existing clip; speech items are ground truth only
     version: 1
@@ -40,6 +44,12 @@ package costs nothing) or paths relative to the YAML file.
 
 ``start_s`` of an utterance is when the speech itself begins (its first
 non-silent 10 ms); the audio builder places the sound so that holds.
+
+A person with a ``mouth`` opens it with their own utterances (``who``), so
+perception sees a talking face exactly while that person talks, and a
+closed one otherwise. ``room.echo`` makes the scenario microphone hear what
+the avatar's speaker really played (``ScenarioMicrophone.attach_speaker``),
+as a kiosk's open speaker is heard by its own microphone.
 """
 
 from __future__ import annotations
@@ -64,6 +74,7 @@ PACKAGE_INSTALL_HINTS: dict[str, str] = {
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_BYSTANDER_RE = re.compile(r"^bystanders\[(\d+)\]$")
 _REQUIRED = object()
 
 
@@ -128,6 +139,27 @@ class Keyframe:
 
 
 @dataclass(frozen=True)
+class Mouth:
+    """Where a face photo's lips part, in the image's pixels, so the renderer can open them.
+
+    ``center_px`` is the middle of the line where the lips part (the top edge
+    of the lower lip: face-mesh point 14); ``width_px`` is corner to corner
+    (mesh points 61 and 291); the corners sit ``corner_rise_px`` above the
+    centre (a smile curves the line). ``open_px`` is how far the lower lip and
+    chin drop at a fully open, stressed vowel (None: 0.5 x ``width_px``).
+    """
+
+    center_px: tuple[float, float]
+    width_px: float
+    corner_rise_px: float = 0.0
+    open_px: float | None = None
+
+    @property
+    def full_open_px(self) -> float:
+        return self.open_px if self.open_px is not None else 0.5 * self.width_px
+
+
+@dataclass(frozen=True)
 class Person:
     """A real photo of a person, cut out and moved through the scene by keyframes."""
 
@@ -139,11 +171,12 @@ class Person:
     face_height_m: float = 1.60                      # height of the face centre above the floor
     cutout: Literal["bust", "alpha", "rect"] = "bust"  # bust: feathered head + shoulders; alpha: the PNG's
     sway: float = 1.0                                # scale of the small natural head/body sway; 0 = still
+    mouth: Mouth | None = None                       # None: the photo's mouth never moves
 
 
 @dataclass(frozen=True)
 class Utterance:
-    """One thing the visitor says, with its ground-truth text.
+    """One thing the visitor (or a bystander, ``who``) says, with its ground-truth text.
 
     Exactly one of ``say`` (synthesized by espeak-ng), ``wav`` (a real
     recording, optionally ``clip_s``) or, in the file form, ``end_s`` (the
@@ -160,6 +193,8 @@ class Utterance:
     clip_s: tuple[float, float] | None = None
     level_dbfs: float | None = None   # active speech level; None: audio.speech_level_dbfs
     end_s: float | None = None
+    who: str = "visitor"              # "visitor" or "bystanders[N]": whose mouth moves, who the truth names
+    addressed: bool = True            # spoken to the avatar (False: background talk it should not answer)
 
     @property
     def kind(self) -> Literal["say", "wav", "file"]:
@@ -176,6 +211,31 @@ class AudioSettings:
     voice: str = "en-us+m3"            # espeak-ng defaults for `say` utterances
     rate_wpm: int = 130
     pitch: int = 50
+
+
+@dataclass(frozen=True)
+class Echo:
+    """The avatar's own voice as the kiosk microphone hears it (open speaker, no headset).
+
+    What the speaker played reaches the microphone ``delay_ms`` later (sound
+    card latency and the air path) through a small room: a direct path plus
+    an exponentially decaying diffuse tail that falls by 60 dB in ``rt60_s``,
+    with ``direct_to_reverb_db`` between their energies. ``level_db`` is the
+    echo's level relative to the played signal (the impulse response's total
+    energy gain).
+    """
+
+    level_db: float = -12.0
+    delay_ms: float = 8.0
+    rt60_s: float = 0.3
+    direct_to_reverb_db: float = 6.0
+
+
+@dataclass(frozen=True)
+class Room:
+    """The acoustics around the kiosk; ``echo`` None: the microphone does not hear the speaker."""
+
+    echo: Echo | None = None
 
 
 @dataclass(frozen=True)
@@ -203,10 +263,20 @@ class ScenarioSpec:
     speech: tuple[Utterance, ...] = ()
     audio: AudioSettings = AudioSettings()
     file: FileMedia | None = None
+    room: Room = Room()
 
     @property
     def base_dir(self) -> Path:
         return Path(self.source).resolve().parent
+
+    def person(self, who: str) -> Person | None:
+        """The person an utterance's ``who`` names ("visitor" or "bystanders[N]"), None if not in the scene."""
+        if who == "visitor":
+            return self.visitor
+        match = _BYSTANDER_RE.match(who)
+        if match and int(match.group(1)) < len(self.bystanders):
+            return self.bystanders[int(match.group(1))]
+        return None
 
 
 # --------------------------------------------------------------------------- reading
@@ -236,7 +306,7 @@ def parse_scenario(data: Any, source: str, base_dir: Path) -> ScenarioSpec:
     r = _Reader(source, base_dir)
     top = r.mapping(data, "")
     r.keys(top, "", allowed={"version", "name", "description", "duration_s", "seed", "camera",
-                             "background", "visitor", "bystanders", "speech", "audio", "file"},
+                             "background", "visitor", "bystanders", "speech", "audio", "file", "room"},
            required={"version", "name"})
     version = r.integer(top, "version", "")
     if version != FORMAT_VERSION:
@@ -248,6 +318,7 @@ def parse_scenario(data: Any, source: str, base_dir: Path) -> ScenarioSpec:
     description = r.string(top, "description", "", default="")
     seed = r.integer(top, "seed", "", default=0, min_value=0)
     audio = _parse_audio(r, top.get("audio", {}), "audio") if "audio" in top else AudioSettings()
+    room = _parse_room(r, top["room"], "room") if "room" in top else Room()
 
     if "file" in top:
         for key in ("background", "visitor", "bystanders", "camera"):
@@ -255,9 +326,11 @@ def parse_scenario(data: Any, source: str, base_dir: Path) -> ScenarioSpec:
                 raise ScenarioError(source, key, "not allowed together with `file` (a clip brings its own picture)")
         file_media = _parse_file(r, top["file"], "file")
         duration_s = r.number(top, "duration_s", "", default=None, min_value=0.1, max_value=24 * 3600)
-        speech = _parse_speech(r, top.get("speech", []), "speech", file_form=True, duration_s=duration_s)
+        speech = _parse_speech(r, top.get("speech", []), "speech", file_form=True, duration_s=duration_s,
+                               people=None)
         return ScenarioSpec(version=version, name=name, source=source, duration_s=duration_s,
-                            description=description, seed=seed, speech=speech, audio=audio, file=file_media)
+                            description=description, seed=seed, speech=speech, audio=audio, file=file_media,
+                            room=room)
 
     if "duration_s" not in top:
         raise ScenarioError(source, "duration_s", "missing; expected the scenario length in seconds")
@@ -270,10 +343,30 @@ def parse_scenario(data: Any, source: str, base_dir: Path) -> ScenarioSpec:
     visitor = _parse_person(r, top["visitor"], "visitor", duration_s) if "visitor" in top else None
     bystanders_raw = r.sequence(top.get("bystanders", []), "bystanders")
     bystanders = tuple(_parse_person(r, b, f"bystanders[{i}]", duration_s) for i, b in enumerate(bystanders_raw))
-    speech = _parse_speech(r, top.get("speech", []), "speech", file_form=False, duration_s=duration_s)
+    people = (["visitor"] if visitor is not None else []) + [f"bystanders[{i}]" for i in range(len(bystanders))]
+    speech = _parse_speech(r, top.get("speech", []), "speech", file_form=False, duration_s=duration_s,
+                           people=people)
     return ScenarioSpec(version=version, name=name, source=source, duration_s=duration_s,
                         description=description, seed=seed, camera=camera, background=background,
-                        visitor=visitor, bystanders=bystanders, speech=speech, audio=audio)
+                        visitor=visitor, bystanders=bystanders, speech=speech, audio=audio, room=room)
+
+
+def _parse_room(r: _Reader, value: Any, path: str) -> Room:
+    d = r.mapping(value, path)
+    r.keys(d, path, allowed={"echo"})
+    if d.get("echo") is None:
+        return Room()
+    e_path = f"{path}.echo"
+    e = r.mapping(d["echo"], e_path)
+    r.keys(e, e_path, allowed={"level_db", "delay_ms", "rt60_s", "direct_to_reverb_db"})
+    defaults = Echo()
+    return Room(echo=Echo(
+        level_db=r.number(e, "level_db", e_path, default=defaults.level_db, min_value=-60.0, max_value=6.0),
+        delay_ms=r.number(e, "delay_ms", e_path, default=defaults.delay_ms, min_value=0.0, max_value=500.0),
+        rt60_s=r.number(e, "rt60_s", e_path, default=defaults.rt60_s, min_value=0.02, max_value=2.0),
+        direct_to_reverb_db=r.number(e, "direct_to_reverb_db", e_path, default=defaults.direct_to_reverb_db,
+                                     min_value=-20.0, max_value=40.0),
+    ))
 
 
 def _parse_audio(r: _Reader, value: Any, path: str) -> AudioSettings:
@@ -324,7 +417,7 @@ def _parse_background(r: _Reader, value: Any, path: str) -> Background:
 def _parse_person(r: _Reader, value: Any, path: str, duration_s: float) -> Person:
     d = r.mapping(value, path)
     r.keys(d, path, allowed={"image", "face_box_px", "crop_px", "face_width_m", "face_height_m", "cutout",
-                             "sway", "keyframes"},
+                             "sway", "keyframes", "mouth"},
            required={"image", "face_box_px", "keyframes"})
     defaults_person = dict(face_width_m=0.15, face_height_m=1.60, sway=1.0)
     image = r.ref(d, "image", path)
@@ -337,6 +430,7 @@ def _parse_person(r: _Reader, value: Any, path: str, duration_s: float) -> Perso
             raise ScenarioError(r.source, f"{path}.face_box_px", f"{list(face_box)} is not inside crop_px "
                                                                  f"{list(crop)}")
     cutout = r.choice(d, "cutout", path, ("bust", "alpha", "rect"), default="bust")
+    mouth = _parse_mouth(r, d["mouth"], f"{path}.mouth", crop) if d.get("mouth") is not None else None
     kf_path = f"{path}.keyframes"
     raw = r.sequence(d["keyframes"], kf_path)
     if not raw:
@@ -367,11 +461,32 @@ def _parse_person(r: _Reader, value: Any, path: str, duration_s: float) -> Perso
                                min_value=0.3, max_value=2.5),
         cutout=cutout,
         sway=r.number(d, "sway", path, default=defaults_person["sway"], min_value=0.0, max_value=5.0),
+        mouth=mouth,
     )
 
 
-def _parse_speech(r: _Reader, value: Any, path: str, *, file_form: bool,
-                  duration_s: float | None) -> tuple[Utterance, ...]:
+def _parse_mouth(r: _Reader, value: Any, path: str, crop: tuple[int, int, int, int] | None) -> Mouth:
+    """The mouth must lie inside the person's crop (the image's size is checked when it is decoded)."""
+    d = r.mapping(value, path)
+    r.keys(d, path, allowed={"center_px", "width_px", "corner_rise_px", "open_px"},
+           required={"center_px", "width_px"})
+    center = r.point(d, "center_px", path)
+    width = r.number(d, "width_px", path, min_value=4.0, max_value=4096.0)
+    if crop is not None:
+        x, y, w, h = crop
+        if not (x <= center[0] - width / 2 and center[0] + width / 2 <= x + w and y <= center[1] <= y + h):
+            raise ScenarioError(r.source, f"{path}.center_px", f"{list(center)} with width_px {width:g} reaches "
+                                                               f"outside the person's crop_px {list(crop)}")
+    return Mouth(
+        center_px=center, width_px=width,
+        corner_rise_px=r.number(d, "corner_rise_px", path, default=0.0, min_value=-width, max_value=width),
+        open_px=r.number(d, "open_px", path, default=None, min_value=0.0, max_value=2.0 * width),
+    )
+
+
+def _parse_speech(r: _Reader, value: Any, path: str, *, file_form: bool, duration_s: float | None,
+                  people: list[str] | None) -> tuple[Utterance, ...]:
+    """``people``: who may speak (synthetic form); None in the file form, where ``who`` is only a label."""
     items = r.sequence(value, path)
     out: list[Utterance] = []
     max_t = duration_s if duration_s is not None else 24 * 3600.0
@@ -379,16 +494,19 @@ def _parse_speech(r: _Reader, value: Any, path: str, *, file_form: bool,
         p = f"{path}[{i}]"
         d = r.mapping(item, p)
         if file_form:
-            r.keys(d, p, allowed={"start_s", "end_s", "text"}, required={"start_s", "end_s", "text"})
+            r.keys(d, p, allowed={"start_s", "end_s", "text", "who", "addressed"},
+                   required={"start_s", "end_s", "text"})
             start_s = r.number(d, "start_s", p, min_value=0.0, max_value=max_t)
             end_s = r.number(d, "end_s", p, min_value=0.0, max_value=max_t)
             if end_s <= start_s:
                 raise ScenarioError(r.source, f"{p}.end_s", f"got {end_s}; expected a time after start_s ({start_s})")
-            utt = Utterance(start_s=start_s, end_s=end_s, text=r.string(d, "text", p))
+            who, addressed = _speaker(r, d, p, people)
+            utt = Utterance(start_s=start_s, end_s=end_s, text=r.string(d, "text", p), who=who, addressed=addressed)
         else:
             r.keys(d, p, allowed={"start_s", "say", "voice", "rate_wpm", "pitch", "wav", "clip_s", "text",
-                                  "level_dbfs"},
+                                  "level_dbfs", "who", "addressed"},
                    required={"start_s"})
+            who, addressed = _speaker(r, d, p, people)
             has_say, has_wav = "say" in d, "wav" in d
             if has_say == has_wav:
                 raise ScenarioError(r.source, p, "expected exactly one of `say: TEXT` (synthesized) or "
@@ -410,7 +528,7 @@ def _parse_speech(r: _Reader, value: Any, path: str, *, file_form: bool,
                     voice=r.string(d, "voice", p, default=None),
                     rate_wpm=r.integer(d, "rate_wpm", p, default=None, min_value=80, max_value=450),
                     pitch=r.integer(d, "pitch", p, default=None, min_value=0, max_value=99),
-                    level_dbfs=level)
+                    level_dbfs=level, who=who, addressed=addressed)
             else:
                 for key in ("voice", "rate_wpm", "pitch"):
                     if key in d:
@@ -428,7 +546,7 @@ def _parse_speech(r: _Reader, value: Any, path: str, *, file_form: bool,
                         raise ScenarioError(r.source, f"{p}.clip_s", f"got [{a}, {b}]; expected start < end")
                     clip = (a, b)
                 utt = Utterance(start_s=start_s, wav=r.ref(d, "wav", p), clip_s=clip,
-                                text=r.string(d, "text", p), level_dbfs=level)
+                                text=r.string(d, "text", p), level_dbfs=level, who=who, addressed=addressed)
         if out and utt.start_s <= out[-1].start_s:
             raise ScenarioError(r.source, f"{p}.start_s", f"got {utt.start_s}; expected a time after "
                                                           f"{path}[{i - 1}].start_s ({out[-1].start_s}): "
@@ -438,6 +556,20 @@ def _parse_speech(r: _Reader, value: Any, path: str, *, file_form: bool,
                                                           f"ends at {out[-1].end_s} s")
         out.append(utt)
     return tuple(out)
+
+
+def _speaker(r: _Reader, d: Mapping[str, Any], path: str, people: list[str] | None) -> tuple[str, bool]:
+    """``who`` (default "visitor") and ``addressed`` (default: True for the visitor, False for a bystander)."""
+    who = r.string(d, "who", path, default="visitor")
+    if who != "visitor" and not _BYSTANDER_RE.match(who):
+        raise ScenarioError(r.source, f"{path}.who", f"got {who!r}; expected 'visitor' or 'bystanders[N]'")
+    if people is not None and who not in people:
+        known = ", ".join(people) or "nobody (add a visitor or bystanders)"
+        raise ScenarioError(r.source, f"{path}.who", f"got {who!r}; the scene has {known}")
+    addressed = d.get("addressed", who == "visitor")
+    if not isinstance(addressed, bool):
+        raise ScenarioError(r.source, f"{path}.addressed", f"got {addressed!r}; expected true or false")
+    return who, addressed
 
 
 def _parse_file(r: _Reader, value: Any, path: str) -> FileMedia:
@@ -594,6 +726,15 @@ class _Reader:
             raise self._fail(p, f"got {value!r}; expected [x, y, width, height] in pixels (integers, "
                                 "width and height >= 4)")
         return (value[0], value[1], value[2], value[3])
+
+    def point(self, d: Mapping[str, Any], key: str, path: str) -> tuple[float, float]:
+        p = self._join(path, key)
+        value = d.get(key)
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0
+                           for c in value)):
+            raise self._fail(p, f"got {value!r}; expected [x, y] in the image's pixels (numbers >= 0)")
+        return (float(value[0]), float(value[1]))
 
     def ref(self, d: Mapping[str, Any], key: str, path: str) -> MediaRef:
         p = self._join(path, key)

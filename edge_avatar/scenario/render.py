@@ -16,6 +16,17 @@ a walking bob make the motion look alive; everything is a pure function of
 ``t_s``, so the same time always gives the same bytes. A 640x480 frame
 takes a few milliseconds.
 
+A person whose ``mouth`` is given talks with their own voice: turn-taking
+trusts a visible face with a closed mouth to mean "not talking" (a hum or
+the avatar's own echo has no moving mouth), so a static photo would make
+every real interruption look like echo. Before warping, the photo's lower
+lip and chin are moved down by a smooth vertical displacement field, in
+proportion to the openness the audio builder measured from that person's
+speech at ``t_s`` (``AudioTrack.mouth_open``); the gap opened between the
+upper teeth and the lower lip is filled with an anti-aliased dark mouth
+interior. The deformation is done in the photo's own pixels, so it turns
+and shrinks with the face.
+
 OpenCV is used because it is already what the camera sources need and its
 warp is fast; it is imported here, not at package import.
 """
@@ -28,13 +39,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_avatar.scenario.format import Background, CameraModel, Keyframe, Person, ScenarioError, ScenarioSpec
+from edge_avatar.scenario.format import Background, CameraModel, Keyframe, Mouth, Person, ScenarioError, ScenarioSpec
 
 log = logging.getLogger(__name__)
 
 _CHANNELS = ("x_m", "distance_m", "yaw_deg", "pitch_deg", "roll_deg")
 _STEP_HZ = 1.8          # walking cadence (steps per second)
 _WALK_SPEED_M_S = 0.6   # speed at which the walking bob reaches full amplitude
+_MOUTH_FRAME_S = 0.010  # the openness series' frame (edge_avatar.scenario.audio.MOUTH_FRAME_S)
+_MOUTH_MIN_OPEN = 0.01  # below this the photo is used as it is
+# Mouth rig proportions, in mouth widths (W): chin below the lip line, how fast the lip's
+# lens-shaped drop blends into the whole jaw's, the jaw's width and the fade onto the neck.
+_CHIN_BELOW_W = 0.70
+_LIP_TO_JAW_W = 0.40
+_JAW_FLAT_W = 0.45          # the chin drops fully this far either side of the mouth's centre ...
+_JAW_EDGE_W = 1.05          # ... and not at all from here out (the jaw line; cheeks stretch between)
+_NECK_FADE_W = 0.90
+_LIP_PROFILE_POWER = 1.0    # lower-lip drop across the mouth: drop * (1 - u^2) ** power (a lens)
+# Mouth interior (RGB): shadow under the upper teeth, the tongue's colour at the bottom of the gap.
+_INTERIOR_TOP_RGB = np.array([30.0, 11.0, 13.0], dtype=np.float32)
+_INTERIOR_BOTTOM_RGB = np.array([96.0, 40.0, 44.0], dtype=np.float32)
 
 
 def _cv2():
@@ -210,12 +234,14 @@ class FrameRenderer:
     frame and touches only the pixels each person covers.
     """
 
-    def __init__(self, spec: ScenarioSpec):
+    def __init__(self, spec: ScenarioSpec, mouth_open: dict[str, np.ndarray] | None = None):
+        """``mouth_open``: who -> openness per 10 ms (``AudioTrack.mouth_open``); None: no mouth moves."""
         if spec.background is None:
             raise ValueError("FrameRenderer needs a synthetic scenario (the file form plays a video)")
         self.spec = spec
         self.camera: CameraModel = spec.camera
         self._people: list[tuple[Person, _Sprite, Trajectory, np.ndarray]] = []
+        self._mouths: list[tuple[_MouthRig, np.ndarray] | None] = []
         people = ([("visitor", spec.visitor)] if spec.visitor else []) + [
             (f"bystanders[{i}]", b) for i, b in enumerate(spec.bystanders)]
         rng = np.random.default_rng(spec.seed)
@@ -225,6 +251,9 @@ class FrameRenderer:
             sway_params = np.stack([rng.uniform(0.12, 0.45, 5), rng.uniform(0, 2 * np.pi, 5),
                                     rng.uniform(0.5, 1.1, 5), rng.uniform(0, 2 * np.pi, 5)], axis=1)
             self._people.append((person, sprite, Trajectory(person.keyframes), sway_params))
+            series = (mouth_open or {}).get(key_path)
+            rig = _MouthRig.for_person(person, sprite, spec.source, key_path) if person.mouth is not None else None
+            self._mouths.append((rig, series) if rig is not None and series is not None else None)
         self._background_cache: dict[tuple[int, int], np.ndarray] = {}
         self._background_image = None
         if spec.background.kind == "image":
@@ -262,6 +291,20 @@ class FrameRenderer:
             roll_deg=now["roll_deg"] + 1.5 * wiggle[4],
             speed_m_s=speed,
         )
+
+    def mouth_open(self, index: int, t_s: float) -> float:
+        """How far person ``index``'s mouth is open at ``t_s``: 0 closed .. 1 a stressed vowel's full drop."""
+        mouth = self._mouths[index]
+        if mouth is None:
+            return 0.0
+        series = mouth[1]
+        position = t_s / _MOUTH_FRAME_S - 0.5   # frame k's value belongs to the middle of its 10 ms
+        k = int(math.floor(position))
+        if k < -1 or k >= len(series):
+            return 0.0
+        a = float(series[k]) if k >= 0 else 0.0
+        b = float(series[k + 1]) if k + 1 < len(series) else 0.0
+        return a + (b - a) * (position - k)
 
     def homography(self, index: int, pose: Pose, width_px: int, height_px: int) -> np.ndarray:
         """3x3 map from level-0 sprite pixels of person ``index`` to image pixels."""
@@ -329,12 +372,105 @@ class FrameRenderer:
             scale = math.sqrt(abs(np.linalg.det(h[:2, :2] / h[2, 2]))) if h[2, 2] != 0 else 1.0
             level = int(np.clip(math.floor(-math.log2(max(scale, 1e-6))), 0, len(sprite.levels) - 1))
             src = sprite.levels[level]
+            mouth = self._mouths[index]
+            if mouth is not None:
+                openness = self.mouth_open(index, t_s)
+                if openness >= _MOUTH_MIN_OPEN:
+                    src = mouth[0].open(src, level, openness)
             up = np.diag([2.0 ** level, 2.0 ** level, 1.0])
             shift = np.array([[1.0, 0.0, -ix0], [0.0, 1.0, -iy0], [0.0, 0.0, 1.0]])
             warped = cv2.warpPerspective(src, shift @ h @ up, (ix1 - ix0, iy1 - iy0), flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
             _blend_premultiplied(frame[iy0:iy1, ix0:ix1], warped)
         return frame
+
+
+class _MouthRig:
+    """Opens a photo's mouth: the lower lip and chin move down, the gap shows the mouth's dark inside.
+
+    Coordinates are level-0 sprite pixels (the photo's, less the crop's
+    origin); a mip level ``l`` is handled by scaling them by ``2 ** -l``, the
+    same convention the renderer's homography uses. The lip line is a
+    parabola through the mouth corners and ``center_px``; below it, in the
+    mouth, the lower lip drops by ``drop * (1 - u^2)`` (u = -1..1
+    corner to corner, a lens-shaped opening); further down that blends into
+    a drop of the whole jaw (full under the mouth, none beyond the jaw line,
+    so the cheeks beside the mouth stretch instead of tearing) and fades out
+    below the chin onto the neck. Pixels are pulled from where they were
+    (backward mapping with ``cv2.remap``), so nothing is left unfilled, and
+    the gap's coverage is the exact 1-D overlap of each pixel with the gap:
+    anti-aliased edges.
+    """
+
+    def __init__(self, mouth: Mouth, center_px: tuple[float, float]):
+        self.center_px = center_px   # in level-0 sprite pixels
+        self.width_px = mouth.width_px
+        self.corner_rise_px = mouth.corner_rise_px
+        self.full_open_px = mouth.full_open_px
+
+    @classmethod
+    def for_person(cls, person: Person, sprite: _Sprite, source: str, key_path: str) -> _MouthRig:
+        assert person.mouth is not None
+        mouth = person.mouth
+        crop_x, crop_y = (person.crop_px or (0, 0, 0, 0))[:2]
+        cx, cy = mouth.center_px[0] - crop_x, mouth.center_px[1] - crop_y
+        h, w = sprite.levels[0].shape[:2]
+        if not (0 <= cx - mouth.width_px / 2 and cx + mouth.width_px / 2 <= w and 0 <= cy < h):
+            raise ScenarioError(source, f"{key_path}.mouth.center_px",
+                                f"{list(mouth.center_px)} with width_px {mouth.width_px:g} reaches outside the "
+                                f"person's image")
+        return cls(mouth, (cx, cy))
+
+    def open(self, level_image: np.ndarray, level: int, openness: float) -> np.ndarray:
+        """A copy of the RGBA (premultiplied) mip level ``level`` with the mouth ``openness`` (0..1) open."""
+        cv2 = _cv2()
+        scale = 2.0 ** -level
+        cx, cy = self.center_px[0] * scale, self.center_px[1] * scale
+        width = self.width_px * scale
+        rise = self.corner_rise_px * scale
+        drop = self.full_open_px * scale * float(np.clip(openness, 0.0, 1.0))
+        height_img, width_img = level_image.shape[:2]
+        x0 = max(0, int(math.floor(cx - _JAW_EDGE_W * width)) - 1)
+        x1 = min(width_img, int(math.ceil(cx + _JAW_EDGE_W * width)) + 2)
+        y0 = max(0, int(math.floor(cy - max(rise, 0.0) - 2)))
+        y1 = min(height_img, int(math.ceil(cy + (_CHIN_BELOW_W + _NECK_FADE_W) * width + drop + 2)) + 1)
+        if x1 - x0 < 2 or y1 - y0 < 2 or drop <= 0.0:
+            return level_image
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)                 # (h, w) pixel centres
+        u = (xs - cx) / (0.5 * width)
+        lip_y = cy - rise * np.clip(u, -1.0, 1.0) ** 2                       # where the lips part
+        in_mouth = np.abs(u) < 1.0
+        lip_drop = drop * np.clip(1.0 - u * u, 0.0, 1.0) ** _LIP_PROFILE_POWER
+        jaw_drop = drop * (1.0 - _smoothstep((np.abs(xs - cx) - _JAW_FLAT_W * width)
+                                             / ((_JAW_EDGE_W - _JAW_FLAT_W) * width)))
+        below = ys - lip_y
+        blend = _smoothstep(below / (_LIP_TO_JAW_W * width))
+        neck = 1.0 - _smoothstep((ys - (cy + _CHIN_BELOW_W * width)) / (_NECK_FADE_W * width))
+        shift = np.where(below >= 0.0, ((1.0 - blend) * lip_drop + blend * jaw_drop) * neck, 0.0)
+        # Pixels in the upper half of the gap keep their own content (the upper teeth's edge), the rest
+        # come from above, never from across the lip line.
+        upper_half = in_mouth & (below < 0.5 * lip_drop)
+        map_y = np.where(upper_half, ys, ys - shift)
+        map_y = np.where(in_mouth & ~upper_half, np.maximum(map_y, lip_y + 0.5), map_y)
+        roi = cv2.remap(level_image, np.ascontiguousarray(xs), np.ascontiguousarray(map_y.astype(np.float32)),
+                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)              # (h, w, 4)
+        # Coverage of each pixel [y - 0.5, y + 0.5] by the gap [lip_y, lip_y + lip_drop].
+        cover = np.clip(np.minimum(ys + 0.5, lip_y + lip_drop) - np.maximum(ys - 0.5, lip_y), 0.0, 1.0)
+        cover = np.where(in_mouth, cover, 0.0)[..., None]                      # (h, w, 1)
+        depth = np.clip(below / np.maximum(lip_drop, 1e-3), 0.0, 1.0)[..., None] ** 1.5
+        interior = (1.0 - depth) * _INTERIOR_TOP_RGB + depth * _INTERIOR_BOTTOM_RGB   # (h, w, 3)
+        interior *= (0.8 + 0.2 * np.clip(1.0 - u * u, 0.0, 1.0))[..., None]         # darker in the corners
+        alpha = roi[..., 3:4].astype(np.float32) / 255.0
+        rgb = roi[..., :3].astype(np.float32) * (1.0 - cover) + interior * alpha * cover
+        out = level_image.copy()
+        out[y0:y1, x0:x1, :3] = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+        out[y0:y1, x0:x1, 3] = roi[..., 3]
+        return out
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
 
 
 def _bbox(h: np.ndarray, points: np.ndarray) -> tuple[float, float, float, float]:

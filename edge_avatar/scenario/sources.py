@@ -11,6 +11,11 @@ Scenario time 0 is media time ``start_ns`` (0 by default: the speaker's first
 sample). Timestamps come from counts: frame ``k`` has pts
 ``start_ns + k * 1e9 / fps`` (exact integer arithmetic on the rational
 frame rate), audio chunk ``i`` has pts ``start_ns + i * chunk * 1e9 // rate``.
+
+A real kiosk microphone also hears the avatar's own speaker. When the
+scenario has ``room.echo`` and the session hands the microphone its speaker
+(``ScenarioMicrophone.attach_speaker``), each chunk also carries the echo of
+what that speaker really played (``echo.py``), on the same media clock.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import threading
 import time
 from fractions import Fraction
 
+import numpy as np
+
 from edge_avatar.clock import MediaClock
 from edge_avatar.config import CameraConfig, MicrophoneConfig
-from edge_avatar.frames import AudioChunk, CaptureStatus, VideoFrame, samples_to_ns
+from edge_avatar.frames import AudioChunk, CaptureStatus, VideoFrame, ns_to_samples, samples_to_ns
 from edge_avatar.scenario import GroundTruth, Scenario
+from edge_avatar.scenario.echo import SpeakerEcho
 from edge_avatar.sensors.base import CameraSource, MicrophoneSource
 
 NS_PER_S = 1_000_000_000
@@ -120,6 +128,11 @@ class ScenarioMicrophone(MicrophoneSource):
     hangs. The track is drawn at ``config.sample_rate_hz`` (resampled once if
     that differs from the scenario's own rate); a partial last chunk is not
     delivered.
+
+    Echo: with ``room.echo`` in the scenario, ``attach_speaker(speaker)`` makes
+    every chunk also hold what that speaker played ``delay_ms`` before it,
+    through the scenario's room (see ``edge_avatar.scenario.echo``). Without
+    an attached speaker, or without ``room.echo``, there is no echo.
     """
 
     def __init__(self, scenario: Scenario, clock: MediaClock, config: MicrophoneConfig, *, start_ns: int = 0):
@@ -135,6 +148,30 @@ class ScenarioMicrophone(MicrophoneSource):
         self._closed = threading.Event()
         self._chunks = 0
         self._timeouts = 0
+        self._echo: SpeakerEcho | None = None
+        self._first_sample = ns_to_samples(start_ns, config.sample_rate_hz)   # chunk 0's index on the master clock
+
+    def attach_speaker(self, speaker) -> bool:
+        """Let this microphone hear ``speaker`` (an ``AudioOutput``) the way the scenario's room says.
+
+        The session calls this once, before the speaker starts, with the
+        speaker whose sample position is the master clock. It adds a tap to the
+        speaker (called on the speaker's thread with every played block; it
+        only copies) and from then on each chunk at pts ``t`` also holds the
+        echo of what was played at ``t - room.echo.delay_ms``. Returns whether
+        echo is on: False when the scenario has no ``room.echo`` (nothing is
+        attached then).
+        """
+        echo = self.scenario.spec.room.echo
+        if echo is None:
+            return False
+        self._echo = SpeakerEcho(echo, speaker.sample_rate_hz, self.sample_rate_hz, self.scenario.spec.seed)
+        speaker.add_tap(self._echo.tap)
+        return True
+
+    @property
+    def echo_attached(self) -> bool:
+        return self._echo is not None
 
     def start(self) -> None:
         self._samples = self.scenario.audio(self.sample_rate_hz)
@@ -177,6 +214,9 @@ class ScenarioMicrophone(MicrophoneSource):
                 now_ns = self._clock.now_ns()
         first = index * self.chunk_samples
         samples = self._samples[first:first + self.chunk_samples].copy()
+        if self._echo is not None:
+            samples += self._echo.render(self._first_sample + first, self.chunk_samples)
+            np.clip(samples, -1.0, 1.0, out=samples)
         self._next_index = index + 1
         self._chunks += 1
         return CaptureStatus.OK, AudioChunk(pts_ns=self.chunk_pts_ns(index), seq=index, samples=samples,
@@ -186,7 +226,10 @@ class ScenarioMicrophone(MicrophoneSource):
         self._closed.set()
 
     def stats(self) -> dict:
-        return {"chunks_captured": self._chunks, "chunks_dropped": 0, "timeouts": self._timeouts, "reconnects": 0}
+        stats = {"chunks_captured": self._chunks, "chunks_dropped": 0, "timeouts": self._timeouts, "reconnects": 0}
+        if self._echo is not None:
+            stats["echo"] = self._echo.stats()
+        return stats
 
     def ground_truth(self) -> GroundTruth:
         return self.scenario.ground_truth()
