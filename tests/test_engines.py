@@ -1,0 +1,388 @@
+"""Engine build on the CPU: manifest validation, the cache key, rebuild rules, verify, choice, resolve_model, bad input.
+
+Real ONNX models run in real ONNX Runtime throughout: a renderer-shaped
+network (motion frame + background -> uint8 image, the layout of
+renderer.manifest.json) calibrated by the real MotionSampler, and a tiny
+conv net fed by a generator named in its manifest. Faults are real too: a
+truncated file, a manifest hash that does not match, an empty generator, a
+cache manifest recording another runtime version, a full disk (the write
+raises ENOSPC), a damaged artifact. Each must give a clear error and leave
+the previous good engine in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_engines_support import config_for, install_hook, make_engines_dir
+
+from edge_avatar.engines import ManifestError, resolve_model
+from edge_avatar.engines import build as build_mod
+from edge_avatar.engines import cache as cache_mod
+from edge_avatar.engines.build import BuildOptions, build_engines, verify_engines
+from edge_avatar.engines.cache import CacheKey, CacheManifest, atomic_write_bytes
+from edge_avatar.engines.calibration import CalibrationOptions
+from edge_avatar.engines.manifest import load_entries, validate
+from edge_avatar.engines.verify import compare, psnr_db
+
+FAST = BuildOptions(calibration=CalibrationOptions(sequence_samples=24), bench_warmup=1, bench_iterations=3)
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    install_hook(monkeypatch)
+    engines = make_engines_dir(tmp_path, convnet=True)
+    cache = tmp_path / "cache"
+    return engines, cache, config_for(engines, cache)
+
+
+def _manifest(config) -> CacheManifest:
+    return CacheManifest.load(cache_mod.board_dir(config.backend.engine_cache_dir, config.board.name))
+
+
+def _fast_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic timings (INT8 faster) so the choice logic is tested without a noisy clock."""
+    def fake_timings(runners, feeds, warmup=0, iterations=0):
+        return {name: {"p50_ms": 1.0 if name.endswith(":int8") else 2.0, "p95_ms": 3.0} for name in runners}
+
+    monkeypatch.setattr("edge_avatar.engines.bench.time_interleaved_ms", fake_timings)
+
+
+# --------------------------------------------------------------------------- manifest validation
+
+
+def test_validate_accepts_the_real_perception_models() -> None:
+    entries = load_entries()
+    assert {"face_detector", "face_landmarks", "emotion"} <= set(entries)
+    for entry in entries.values():
+        if entry.family == "perception":
+            validate(entry)  # raises on any mismatch
+
+
+@pytest.mark.parametrize("damage, field, words", [
+    ("truncate", "bytes", "truncated"),
+    ("flip", "sha256", "does not match"),
+    ("garbage", "file", "truncated or corrupt"),
+    ("empty", "bytes", "truncated"),
+])
+def test_validate_names_file_and_field(setup, damage: str, field: str, words: str) -> None:
+    engines, _, _ = setup
+    entry = load_entries(engines)["tiny_convnet"]
+    data = entry.path.read_bytes()
+    if damage == "truncate":
+        entry.path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        entry.path.write_bytes(data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:])
+    elif damage == "garbage":  # same size, matching hash in the manifest, not an ONNX protobuf
+        entry.path.write_bytes(b"\xff" * len(data))
+        manifest = json.loads((engines / "tiny.manifest.json").read_text())
+        manifest["models"]["tiny_convnet"]["sha256"] = cache_mod.hashlib.sha256(b"\xff" * len(data)).hexdigest()
+        (engines / "tiny.manifest.json").write_text(json.dumps(manifest))
+        entry = load_entries(engines)["tiny_convnet"]
+    else:
+        entry.path.write_bytes(b"")
+    with pytest.raises(ManifestError) as info:
+        validate(entry)
+    assert info.value.field == field and words in str(info.value)
+    assert str(entry.path) in str(info.value)
+
+
+def test_validate_checks_opset_and_io(setup) -> None:
+    engines, _, _ = setup
+    path = engines / "tiny.manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["models"]["tiny_convnet"]["opset"] = 17
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="opset 13.*says 17"):
+        validate(load_entries(engines)["tiny_convnet"])
+    manifest["models"]["tiny_convnet"]["opset"] = 13
+    manifest["models"]["tiny_convnet"]["inputs"][0]["shape"] = [1, 3, 16, 16]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError) as info:
+        validate(load_entries(engines)["tiny_convnet"])
+    assert info.value.field == "inputs.x.shape"
+
+
+def test_single_model_manifest_like_the_planners_is_read(tmp_path: Path) -> None:
+    engines = make_engines_dir(tmp_path)
+    renderer = json.loads((engines / "renderer.manifest.json").read_text())["models"]["renderer_4"]
+    (engines / "renderer.manifest.json").unlink()
+    (engines / "planner.manifest.json").write_text(json.dumps({"manifest_version": 1, "model": "planner",
+                                                               **renderer}))
+    (entry,) = load_entries(engines).values()
+    assert entry.name == "planner" and entry.family == "planner" and entry.path.name == "renderer_4.onnx"
+    validate(entry)
+
+
+# --------------------------------------------------------------------------- cache keys and atomic writes
+
+
+def _key(**changes) -> CacheKey:
+    base = dict(model="m", onnx_sha256="a" * 64, runtime="trt-10.3.0", device="jetson-Orin", board="orin-nano-8gb",
+                power_mode="25W", precision="int8", recipe="r", calibration="c")
+    return CacheKey(**{**base, **changes})
+
+
+def test_cache_key_changes_with_every_field_and_explains_why() -> None:
+    base = _key()
+    for field, value in [("onnx_sha256", "b" * 64), ("runtime", "trt-10.13.1"), ("device", "jetson-Thor"),
+                         ("board", "thor"), ("power_mode", "15W"), ("precision", "fp16"), ("recipe", "r2"),
+                         ("calibration", "c2")]:
+        other = _key(**{field: value})
+        assert other.digest != base.digest
+        assert len(other.differences(base)) == 1
+    reason = _key(runtime="trt-10.13.1").differences(base)[0]
+    assert "built by TensorRT 10.3.0" in reason and "10.13.1" in reason and "JetPack" in reason
+    assert _key().differences(base) == [] and CacheKey.from_dict(base.to_dict()) == base
+
+
+def test_atomic_write_on_full_disk_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.engine"
+    atomic_write_bytes(target, b"good engine")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache_mod.os, "fsync", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(target, b"half a new engine")
+    assert target.read_bytes() == b"good engine"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.engine"]  # no temporary left behind
+
+
+def test_unreadable_cache_manifest_means_empty_cache(tmp_path: Path) -> None:
+    (tmp_path / cache_mod.CACHE_MANIFEST_NAME).write_text("{ not json")
+    manifest = CacheManifest.load(tmp_path)
+    assert manifest.data["models"] == {} and "unreadable" in manifest.load_problem
+
+
+# --------------------------------------------------------------------------- build, cache hits, rebuilds
+
+
+def test_build_verifies_times_and_chooses_then_hits_the_cache(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    lines: list[str] = []
+    reports = build_engines(config, FAST, lines.append)
+    assert all(r.ok for r in reports), [r.errors for r in reports]
+    manifest = _manifest(config)
+    for name in ("renderer_4", "tiny_convnet"):
+        record = manifest.data["models"][name]
+        art = record["artifacts"]["onnxruntime:int8"]
+        assert art["key"]["runtime"].startswith("ort-") and art["key"]["board"] == "x86-cpu"
+        assert (manifest.directory / art["file"]).is_file()
+        assert {"metrics", "tolerances", "reason", "qdq_reference"} <= set(art["verify"])
+        assert record["choice"]["reason"]
+    # The conv net's verdict depends on this CPU's int8 kernels (AVX2 without VNNI saturates); the renderer's not.
+    record = manifest.data["models"]["renderer_4"]
+    assert record["artifacts"]["onnxruntime:int8"]["verify"]["passed"], record["artifacts"]
+    assert record["choice"]["precision"] == "int8" and "verified" in record["choice"]["reason"]
+    psnr = manifest.data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]["verify"]["metrics"]["psnr_db_mean"]
+    assert psnr >= 35.0
+    assert any("[1/2] renderer_4: onnxruntime:int8: building (not built yet)" in line for line in lines)
+    assert any("bench" in line for line in lines) and any("uses int8" in line for line in lines)
+
+    resolved = resolve_model("renderer_4", config)
+    assert resolved.precision == "int8" and resolved.path.suffix == ".onnx" and resolved.backend == "onnxruntime"
+    assert resolved.path.parent.name == "renderer_4" and "verified" in resolved.reason
+
+    lines.clear()
+    built = []
+    monkeypatch.setattr(build_mod.EngineBuilder, "_build_artifact",
+                        lambda self, *a: built.append(a) or pytest.fail("rebuilt a cached artifact"))
+    assert all(r.ok for r in build_engines(config, FAST, lines.append))
+    assert not built and sum("cached" in line for line in lines) == 2
+
+
+def test_runtime_upgrade_and_damaged_files_trigger_rebuild(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    build_engines(config, FAST)
+    manifest = _manifest(config)
+
+    # Another ONNX Runtime (a pip upgrade): resolve falls back at once, build rebuilds.
+    monkeypatch.setattr(cache_mod, "onnxruntime_runtime", lambda: "ort-99.0.0")
+    resolved = resolve_model("renderer_4", config)
+    assert resolved.precision == "fp32" and "ort-99.0.0" in resolved.reason and "engines build" in resolved.reason
+    lines: list[str] = []
+    build_engines(config, FAST, lines.append)
+    assert any("renderer_4: onnxruntime:int8: building (built with ort-" in line for line in lines)
+    assert resolve_model("renderer_4", config).precision == "int8"
+
+    # A damaged artifact (bit rot, a copy cut short): resolve refuses it, build rebuilds it.
+    manifest = _manifest(config)
+    art = manifest.data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]
+    path = manifest.artifact_path(art)
+    path.write_bytes(path.read_bytes()[:100])
+    assert "damaged" in resolve_model("renderer_4", config).reason
+    lines.clear()
+    build_engines(config, FAST, lines.append)
+    assert any("damaged" in line and "building" in line for line in lines)
+    assert resolve_model("renderer_4", config).precision == "int8"
+
+    # A file whose hash was recorded but that does not load (a bad write that was then recorded).
+    manifest = _manifest(config)
+    art = manifest.data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]
+    path = manifest.artifact_path(art)
+    path.write_bytes(b"not an onnx file")
+    art["sha256"] = cache_mod.hashlib.sha256(b"not an onnx file").hexdigest()
+    manifest.save()
+    lines.clear()
+    build_engines(config, FAST, lines.append)
+    assert any("does not load" in line and "building" in line for line in lines)
+
+
+def test_resolve_model_without_a_build_says_so(setup) -> None:
+    engines, cache, config = setup
+    resolved = resolve_model("renderer_4", config)
+    assert resolved == (engines / "renderer_4.onnx", "fp32", resolved.reason)
+    assert "no engine build recorded" in resolved.reason and "engines build" in resolved.reason
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        resolve_model("nope", config)
+
+
+def test_slower_int8_is_not_chosen(setup, monkeypatch) -> None:
+    _, _, config = setup
+
+    def int8_slower(runners, feeds, warmup=0, iterations=0):
+        return {name: {"p50_ms": 5.0 if name.endswith(":int8") else 2.0, "p95_ms": 6.0} for name in runners}
+
+    monkeypatch.setattr("edge_avatar.engines.bench.time_interleaved_ms", int8_slower)
+    build_engines(config, FAST)
+    resolved = resolve_model("renderer_4", config)
+    assert resolved.precision == "fp32"
+    assert "verified but not faster on this machine (p50 5.00 ms vs fp32 2.00 ms)" in resolved.reason
+
+
+# --------------------------------------------------------------------------- bad input keeps the previous engine
+
+
+def test_full_disk_during_build_keeps_previous_engines(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    build_engines(config, FAST)
+    before = _manifest(config)
+    before_text = before.path.read_text()
+    art = before.data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]
+    good_bytes = before.artifact_path(art).read_bytes()
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache_mod.os, "fsync", no_space)
+    lines: list[str] = []
+    reports = build_engines(config, BuildOptions(**{**FAST.__dict__, "force": True}), lines.append)
+    assert not any(r.ok for r in reports)
+    errors = " ".join(e for r in reports for e in r.errors)
+    assert "No space left on device" in errors and "previous" in errors
+    assert before.path.read_text() == before_text                      # the cache manifest is untouched
+    assert before.artifact_path(art).read_bytes() == good_bytes         # and so is the engine
+    assert not list(cache.rglob("*.tmp"))
+    monkeypatch.undo()
+    install_hook(monkeypatch)
+    assert resolve_model("renderer_4", config).precision == "int8"     # the runtime still uses it
+
+
+def test_corrupt_onnx_is_reported_and_previous_engine_kept(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    build_engines(config, FAST)
+    onnx_path = engines / "renderer_4.onnx"
+    onnx_path.write_bytes(onnx_path.read_bytes()[:300])                 # truncated (an interrupted copy)
+    lines: list[str] = []
+    reports = {r.name: r for r in build_engines(config, FAST, lines.append)}
+    assert not reports["renderer_4"].ok and reports["tiny_convnet"].ok
+    assert str(onnx_path) in reports["renderer_4"].errors[0] and "bytes" in reports["renderer_4"].errors[0]
+    assert any("renderer_4: INVALID" in line and "left in place" in line for line in lines)
+    assert resolve_model("renderer_4", config).precision == "int8"     # built from the good file, still valid
+
+
+def test_manifest_hash_mismatch_is_named(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    path = engines / "tiny.manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["models"]["tiny_convnet"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    reports = {r.name: r for r in build_engines(config, FAST)}
+    error = reports["tiny_convnet"].errors[0]
+    assert "tiny_convnet.onnx" in error and "sha256" in error and "0" * 64 in error and "tiny.manifest.json" in error
+
+
+def test_empty_calibration_data_is_a_clear_error(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    build_engines(config, FAST)
+    art = _manifest(config).data["models"]["tiny_convnet"]["artifacts"]["onnxruntime:int8"]
+    before = (_manifest(config).directory / art["file"]).read_bytes()
+    install_hook(monkeypatch, count_override=0)                          # the generator now yields nothing
+    reports = {r.name: r for r in build_engines(config, BuildOptions(**{**FAST.__dict__, "force": True}))}
+    error = " ".join(reports["tiny_convnet"].errors)
+    assert "tiny_convnet: no calibration samples" in error and "previous build is kept" in error
+    after = _manifest(config).data["models"]["tiny_convnet"]["artifacts"]["onnxruntime:int8"]
+    assert after["sha256"] == art["sha256"] and (_manifest(config).directory / after["file"]).read_bytes() == before
+
+
+def test_a_model_without_a_generator_stays_fp32_with_the_reason(tmp_path, monkeypatch) -> None:
+    engines = make_engines_dir(tmp_path, convnet=True)                   # no hook module installed
+    config = config_for(engines, tmp_path / "cache")
+    reports = {r.name: r for r in build_engines(config, BuildOptions(models=("tiny_convnet",), **{
+        k: v for k, v in FAST.__dict__.items() if k != "models"}))}
+    assert "cannot be imported" in " ".join(reports["tiny_convnet"].errors)
+    assert resolve_model("tiny_convnet", config).precision == "fp32"
+
+
+def test_verify_reports_per_output_metrics(setup, monkeypatch) -> None:
+    _, _, config = setup
+    _fast_int8(monkeypatch)
+    build_engines(config, FAST)
+    reports = {r.name: r for r in verify_engines(config, FAST)}
+    assert reports["renderer_4"].ok and "usable: within tolerance" in reports["renderer_4"].notes[0]
+
+
+# --------------------------------------------------------------------------- the metrics themselves
+
+
+def test_metrics_fail_with_the_metric_value_and_limit() -> None:
+    ref = [{"probabilities": np.array([[0.1, 0.7, 0.2]], np.float32)}] * 4
+    bad = [{"probabilities": np.array([[0.6, 0.2, 0.2]], np.float32)}] * 4
+    result = compare("emotion", "perception", "int8", "onnxruntime", ref, bad)
+    assert not result.passed and "top1_agreement 0 (limit top1_agreement >= 0.9)" in result.reason
+    assert compare("emotion", "perception", "int8", "onnxruntime", ref, ref).passed
+    image = np.full((4, 4, 3), 100, np.uint8)
+    assert psnr_db(image, image + 1, 255.0) == pytest.approx(48.13, abs=0.01)
+    empty = compare("face_landmarks", "perception", "int8", "onnxruntime", [], [])
+    assert not empty.passed and "no held-out samples" in empty.reason
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_build_verify_bench_and_a_bad_model(cli, tmp_path: Path) -> None:
+    engines = make_engines_dir(tmp_path)
+    cache = tmp_path / "cache"
+    common = ["--engines-dir", str(engines), "--set", f"perception.engines_dir={engines}",
+              "--set", f"backend.engine_cache_dir={cache}"]
+    proc = cli("engines", "build", *common, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report[0]["model"] == "renderer_4" and report[0]["choice"]["precision"] in ("int8", "fp32")
+    assert "[1/1] renderer_4: validated" in proc.stderr and "verify onnxruntime:int8" in proc.stderr
+
+    proc = cli("engines", "verify", *common)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("engines", "bench", *common, "--iterations", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    bench = json.loads(proc.stdout)
+    timings = bench["models"]["renderer_4"]["timings_ms"]
+    assert {"onnxruntime:fp32", "onnxruntime:int8"} <= set(timings) and timings["onnxruntime:fp32"]["p50_ms"] > 0
+    assert bench["machine"]["cpu"] and bench["threads"] == 1
+
+    (engines / "renderer_4.onnx").write_bytes(b"\x00" * 10)
+    proc = cli("engines", "build", *common)
+    assert proc.returncode == 1
+    assert "renderer_4.onnx: bytes: truncated" in proc.stdout + proc.stderr
