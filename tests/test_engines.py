@@ -386,3 +386,20 @@ def test_cli_build_verify_bench_and_a_bad_model(cli, tmp_path: Path) -> None:
     proc = cli("engines", "build", *common)
     assert proc.returncode == 1
     assert "renderer_4.onnx: bytes: truncated" in proc.stdout + proc.stderr
+
+
+def test_perception_loads_what_the_engine_build_chose_and_reports_it(tmp_path):
+    """Without a build the fp32 ONNX is used and the report says why; the choice is visible per model."""
+    from edge_avatar.config import load_config
+    from edge_avatar.perception.pipeline import VisionPerception
+
+    config = load_config(overrides=[f"backend.engine_cache_dir={tmp_path / 'cache'}", "perception.hands_enabled=false"])
+    stage = VisionPerception.from_config(config)
+    try:
+        choices = stage.models.choices
+        assert set(choices) == {"face_detector", "face_landmarks", "face_blendshapes", "emotion"}
+        for choice in choices.values():
+            assert choice["backend"] == "onnxruntime" and choice["precision"] == "fp32"
+            assert "engines build" in choice["reason"]
+    finally:
+        stage.close()

@@ -113,23 +113,43 @@ def load_face_geometry(config: PerceptionConfig) -> FaceGeometry:
 class ModelSet:
     """The perception networks, each an ``InferenceBackend``; hands only when enabled."""
 
-    def __init__(self, config: PerceptionConfig, backend: BackendConfig | None = None):
+    def __init__(self, config: PerceptionConfig, backend: BackendConfig | None = None, root: Any = None):
+        """``root`` (the RootConfig) lets the engine build's choice per model apply (edge_avatar.engines)."""
         backend = backend or BackendConfig()
         directory = engines_dir(config)
         manifest = read_manifest(directory) if config.verify_sha256 else None
         self.backend_name = backend.name
         self._backends: dict[str, InferenceBackend] = {}
+        self.choices: dict[str, dict[str, str]] = {}  # name -> backend, precision, reason (for reports)
         names = ["face_detector", "face_landmarks", "face_blendshapes", "emotion"]
         if config.hands_enabled:
             names += ["palm_detector", "hand_landmarks"]
         try:
             for name in names:
-                path = resolve_model(config, name, manifest)
-                self._backends[name] = load_backend(backend.name, path, backend)
+                path, backend_name, precision, reason = self._choose(config, name, manifest, backend, root)
+                self._backends[name] = load_backend(backend_name, path, backend)
+                self.choices[name] = {"backend": backend_name, "precision": precision, "reason": reason}
+                log.info("%s: %s %s (%s)", name, backend_name, precision, reason)
         except Exception:
             self.close()
             raise
         self.geometry = load_face_geometry(config)
+
+    @staticmethod
+    def _choose(config: PerceptionConfig, name: str, manifest, backend: BackendConfig, root: Any):
+        """(path, backend name, precision, reason): the verified, faster build if one exists, else fp32 ONNX."""
+        if root is not None:
+            from edge_avatar.engines import resolve_model as resolve_engine  # noqa: PLC0415
+
+            resolved = resolve_engine(name, root)
+            if resolved.precision != "fp32":
+                return resolved.path, resolved.backend, resolved.precision, resolved.reason
+            reason = resolved.reason
+        else:
+            reason = "fp32 ONNX (no engine choice consulted)"
+        # The TensorRT backend loads only built engines; the fp32 ONNX runs through ONNX Runtime.
+        backend_name = "onnxruntime" if backend.name == "tensorrt" else backend.name
+        return resolve_model(config, name, manifest), backend_name, "fp32", reason
 
     def get(self, name: str) -> InferenceBackend | None:
         return self._backends.get(name)

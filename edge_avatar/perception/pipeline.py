@@ -184,9 +184,9 @@ class VisionPerception:
     """Camera frames -> perception tokens (and ``PerceptionResult``), with tracking between frames."""
 
     def __init__(self, config: PerceptionConfig | None = None, backend: BackendConfig | None = None,
-                 models: ModelSet | None = None):
+                 models: ModelSet | None = None, root: RootConfig | None = None):
         self.config = config or PerceptionConfig()
-        self.models = models or ModelSet(self.config, backend)
+        self.models = models or ModelSet(self.config, backend, root=root)
         c = self.config
         self.detector = FaceDetector(self.models["face_detector"], c.face_detection_min_score, c.face_nms_iou,
                                      max_faces=10)
@@ -206,7 +206,7 @@ class VisionPerception:
 
     @classmethod
     def from_config(cls, config: RootConfig) -> VisionPerception:
-        return cls(config.perception, config.backend)
+        return cls(config.perception, config.backend, root=config)
 
     def reset(self) -> None:
         """Forget every track (the next frame detects from scratch)."""

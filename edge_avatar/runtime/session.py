@@ -296,7 +296,8 @@ class Session:
         if self.perception is None:
             return {"models": "placeholder" if not self.options.null_models else "none"}
         result = self.perception.last_result
-        return {"models": "vision", "last_reason": result.reason if result else None,
+        return {"models": "vision", "engines": self.perception.models.choices,
+                "last_reason": result.reason if result else None,
                 "last_engagement": result.engagement if result else None}
 
     def report(self) -> dict[str, Any]:
