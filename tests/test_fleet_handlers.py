@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -92,3 +93,28 @@ def test_commands_that_need_speech_refuse_clearly_without_it(tmp_path):
         handlers.say("hello", False)
     with pytest.raises(CommandError, match="without speech"):
         handlers.set_persona("robot")
+
+
+def test_rebuild_engines_runs_the_build_beside_the_avatar_then_restarts(tmp_path):
+    session, stopped = make_session(tmp_path)
+    events = []
+    session.fleet = SimpleNamespace(event=lambda kind, **fields: events.append((kind, fields)))
+    script = tmp_path / "fake_build.py"
+    script.write_text("import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:]))\n")
+    seen = tmp_path / "seen.txt"
+    handlers = SessionCommandHandlers(session, build_command=[sys.executable, str(script), str(seen)])
+    assert handlers.rebuild_engines(True)["started"] is True
+    handlers._rebuild.join(10)
+    assert seen.read_text() == f"engines build --board {session.config.board.name} --force"
+    assert events and events[0][0] == "engines_rebuilt" and events[0][1]["exit_status"] == 0
+    assert stopped == [True] and session.restart_exit_status == EXIT_RESTART_REQUESTED
+
+
+def test_a_failed_rebuild_is_reported_and_the_avatar_keeps_running(tmp_path):
+    session, stopped = make_session(tmp_path)
+    events = []
+    session.fleet = SimpleNamespace(event=lambda kind, **fields: events.append((kind, fields)))
+    handlers = SessionCommandHandlers(session, build_command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    handlers.rebuild_engines(False)
+    handlers._rebuild.join(10)
+    assert events[0][1]["exit_status"] == 3 and stopped == []

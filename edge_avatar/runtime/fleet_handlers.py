@@ -12,6 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
+import threading
+import time
 from typing import Any
 
 from edge_avatar import __version__
@@ -21,9 +25,15 @@ log = logging.getLogger(__name__)
 
 
 class SessionCommandHandlers:
-    def __init__(self, session: Any):
+    def __init__(self, session: Any, build_command: list[str] | None = None, restart_after_build: bool = True):
         self.session = session
         self.restart_requested = False
+        # nice: an engine build must not take the CPU from the running avatar
+        self.build_command = build_command or ["nice", "-n", "10", sys.executable, "-m", "edge_avatar.cli"]
+        self.restart_after_build = restart_after_build
+        self.last_build: dict[str, Any] | None = None
+        self._rebuild: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def ping(self) -> dict[str, Any]:
         loop = self.session.loop
@@ -78,8 +88,36 @@ class SessionCommandHandlers:
         return {"volume": speaker.volume}
 
     def rebuild_engines(self, force: bool) -> dict[str, Any]:
-        raise CommandError("unsupported", "run the edge-avatar-engines.service unit (systemctl start "
-                                          "edge-avatar-engines) then restart; engines are not rebuilt in-process")
+        """Run ``edge-avatar engines build`` in a separate, low-priority process; restart onto the result.
+
+        The build never runs in this process (it would compete with the tick for the GIL); the answer
+        comes at once, an ``engines_rebuilt`` event follows with the exit status, and a successful
+        build restarts the service (exit 75) so the new engines are loaded and warmed before READY.
+        """
+        with self._lock:
+            if self._rebuild is not None and self._rebuild.is_alive():
+                raise CommandError("busy", "an engine build is already running")
+            command = [*self.build_command, "engines", "build", "--board", self.session.config.board.name]
+            if force:
+                command.append("--force")
+            self._rebuild = threading.Thread(target=self._run_build, args=(command,), name="engines-rebuild",
+                                             daemon=True)
+            self._rebuild.start()
+        return {"started": True, "force": force, "then": "restart when the build succeeds"}
+
+    def _run_build(self, command: list[str]) -> None:
+        start_s = time.monotonic()
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+            rc, tail = done.returncode, (done.stderr or "")[-500:]
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            rc, tail = -1, str(exc)
+        self.last_build = {"exit_status": rc, "seconds": round(time.monotonic() - start_s, 1)}
+        fleet = self.session.fleet
+        if fleet is not None:
+            fleet.event("engines_rebuilt", **self.last_build, **({} if rc == 0 else {"error": tail}))
+        if rc == 0 and self.restart_after_build:
+            self._request_restart()
 
     def restart(self, reason: str) -> Reply:
         self.restart_requested = True
