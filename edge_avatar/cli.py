@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (SourceUnavailable, OutputUnavailable)):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        if type(exc).__name__ in ("ScenarioError", "AudioOutputError"):
+        if type(exc).__name__ == "AudioOutputError":
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         raise

@@ -63,6 +63,8 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from edge_avatar.errors import ConfigError
+
 FORMAT_VERSION = 1
 
 # pip requirement that provides each module a ``package://`` reference may name.
@@ -78,15 +80,8 @@ _BYSTANDER_RE = re.compile(r"^bystanders\[(\d+)\]$")
 _REQUIRED = object()
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError):
     """A scenario problem, always naming the file, the key path and what was expected."""
-
-    def __init__(self, source: str, key_path: str, problem: str):
-        self.source = source
-        self.key_path = key_path
-        self.problem = problem
-        where = f"{source}: {key_path}" if key_path else source
-        super().__init__(f"{where}: {problem}")
 
 
 # --------------------------------------------------------------------------- dataclasses
