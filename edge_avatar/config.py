@@ -31,6 +31,7 @@ from edge_avatar.errors import ConfigError
 from edge_avatar.fleet.options import FleetConfig
 from edge_avatar.listening.options import ListeningConfig
 from edge_avatar.perception.options import PerceptionConfig
+from edge_avatar.planner.options import PlannerConfig
 
 BOARD_CONFIG_DIR = Path(__file__).resolve().parent.parent / "board_configs"
 DEFAULT_BOARD = "x86-cpu"
@@ -197,6 +198,7 @@ class RootConfig:
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     listening: ListeningConfig = field(default_factory=ListeningConfig)
     dialogue: DialogueConfig = field(default_factory=DialogueConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def to_dict(self) -> dict[str, Any]:
