@@ -49,6 +49,9 @@ def test_queue_keeps_order_and_deletes_on_ack(kind, tmp_path):
     assert len(spool) == 2 and spool.size_bytes == sum(e.size_bytes for e in spool.read_after(0, 10))
     spool.delete([entries[0].id])  # acknowledging twice is harmless
     assert len(spool) == 2
+    assert spool.first_id() == entries[1].id and spool.last_id == spool.read_after(0, 10)[-1].id
+    spool.delete([e.id for e in spool.read_after(0, 10)])
+    assert spool.first_id() is None and spool.last_id == entries[0].id + 2  # the newest id is remembered
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
@@ -86,6 +89,7 @@ def test_sqlite_queue_survives_a_restart_with_its_meta(tmp_path):
     again = SqliteSpool(tmp_path, 10**6)
     assert _seqs(again) == [("events", 2)]
     assert again.get_meta("event_seq") == "2"
+    assert again.last_id == first.id + 1  # the newest id survives the restart
     again.append([_event(3)])
     assert again.read_after(0, 10)[-1].id > first.id  # ids never go backwards
     again.close()

@@ -177,6 +177,11 @@ class FleetAgent:
         self._lock = threading.Lock()          # guards _inbox, _status, _overflow (held for O(1) work)
         self._inbox: list[_Item] = []
         self._in_transit = 0                   # items taken from the inbox, not yet in the queue or file
+        self._put_serial = 0                   # items offered to the inbox so far (dropped ones too)
+        self._stored_serial = 0                # ... of which the sender has stored (or dropped) this many
+        self._stored_through_id = 0            # the newest queue id after that store
+        self._queue_first_id: int | None = None  # the oldest id still queued (unacknowledged)
+        self._idle_waiters = 0                 # wait_idle() callers: acknowledged messages are deleted at once
         self._inbox_max = self.fleet.publish_queue_max_messages
         self._status: dict[str, Any] = {"version": __version__, "board": config.board.name,
                                         "engines": {}, "persona": None, **dict(status or {})}
@@ -349,6 +354,7 @@ class FleetAgent:
 
     def _put(self, item: _Item) -> None:
         with self._lock:
+            self._put_serial += 1
             if len(self._inbox) >= self._inbox_max and not self._make_room(item):
                 return
             self._inbox.append(item)
@@ -436,7 +442,7 @@ class FleetAgent:
             now_s = self._monotonic()
             timeout_s = min(next_telemetry_s - now_s, IDLE_WAKE_S)
             if self._acks or self._inflight:  # acknowledgements due: delete them within ACK_FLUSH_S
-                timeout_s = min(timeout_s, ACK_FLUSH_S)
+                timeout_s = min(timeout_s, ACK_FLUSH_S if not self._idle_waiters else 0.01)
             self._wake.wait(max(0.0, timeout_s))
             self._wake.clear()
             now_s = self._monotonic()
@@ -468,14 +474,20 @@ class FleetAgent:
     def _drain(self) -> None:
         with self._lock:
             items, self._inbox = self._inbox, []
+            serial = self._put_serial
             self._in_transit = len(items)
             status_dirty, self._status_dirty = self._status_dirty, False
             dropped_in_memory, self._overflow = self._overflow, _Overflow()
         try:
             self._store(items, status_dirty, dropped_in_memory)
         finally:
+            first_id = self.spool.first_id() if self.spool is not None else None
+            last_id = self.spool.last_id if self.spool is not None else 0
             with self._lock:
                 self._in_transit = 0
+                self._stored_serial = serial
+                self._stored_through_id = last_id
+                self._queue_first_id = first_id
 
     def _store(self, items: list[_Item], status_dirty: bool, dropped_in_memory: "_Overflow") -> None:
         outgoing = [self._encode_item(item) for item in items]
@@ -620,7 +632,7 @@ class FleetAgent:
             # Deleting acknowledged messages can wait for the sender's next round (its next message, or
             # within ACK_FLUSH_S): one transaction and one thread hand-off less per message. Wake it only
             # when the in-flight window may have room for a backlog, or to finish a stop.
-            if pending >= self.fleet.inflight_max_messages // 2 or self._stop.is_set() or \
+            if pending >= self.fleet.inflight_max_messages // 2 or self._stop.is_set() or self._idle_waiters or \
                     (self.spool is not None and len(self.spool) > len(self._inflight)):
                 self._wake.set()
             return
@@ -703,15 +715,34 @@ class FleetAgent:
         return waiter
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Tests and benchmarks: wait until the memory and offline queues are empty (all acknowledged)."""
+        """Wait until everything queued before this call is acknowledged and deleted (tests, benchmarks).
+
+        Telemetry keeps arriving while a device runs, so "the queue is empty"
+        may never be true at any instant; what a caller means is that nothing
+        it produced is still waiting. Acknowledged messages are deleted at
+        once (not lazily) while someone waits here.
+        """
         deadline = self._monotonic() + timeout_s
-        while self._monotonic() < deadline:
+        with self._lock:
+            target = self._put_serial
+            self._idle_waiters += 1
+        self._wake.set()
+        barrier: int | None = None
+        try:
+            while True:
+                with self._lock:
+                    if barrier is None and self._stored_serial >= target and not self._in_transit:
+                        barrier = self._stored_through_id
+                    first_id = self._queue_first_id
+                if barrier is not None and (first_id is None or first_id > barrier):
+                    return True
+                if self._monotonic() >= deadline:
+                    return False
+                self._wake.set()
+                time.sleep(0.01)
+        finally:
             with self._lock:
-                empty_inbox = not self._inbox and not self._in_transit
-            if empty_inbox and (self.spool is None or len(self.spool) == 0) and not self._inflight:
-                return True
-            time.sleep(0.01)
-        return False
+                self._idle_waiters -= 1
 
 
 def _safe_encode(payload: dict[str, Any]) -> bytes:

@@ -75,6 +75,9 @@ class Spool(Protocol):
     def append(self, messages: list[Outgoing], meta: dict[str, str] | None = None,
                delete: Iterable[int] = ()) -> AppendResult: ...
     def read_after(self, after_id: int, limit: int) -> list[SpoolEntry]: ...
+    def first_id(self) -> int | None: ...
+    @property
+    def last_id(self) -> int: ...
     def delete(self, ids: Iterable[int]) -> None: ...
     def __len__(self) -> int: ...
     @property
@@ -136,6 +139,15 @@ class MemorySpool:
                     break
         return out
 
+    def first_id(self) -> int | None:
+        """The oldest queued id, None when empty."""
+        return next(iter(self._entries), None)
+
+    @property
+    def last_id(self) -> int:
+        """The newest id ever queued (0 before the first)."""
+        return self._next_id - 1
+
     def delete(self, ids: Iterable[int]) -> None:
         for entry_id in ids:
             entry = self._entries.pop(entry_id, None)
@@ -179,8 +191,7 @@ class SqliteSpool:
                 if victim.exists():
                     os.replace(victim, Path(str(aside) + suffix))
             self._db = self._open()
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
-        self._count, self._bytes = int(row[0]), int(row[1])
+        self._recount()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
@@ -218,8 +229,11 @@ class SqliteSpool:
                 if self._bytes + need > self.max_bytes:
                     result.refused.append(message)
                     continue
-                db.execute("INSERT INTO messages (leaf, payload, retain, droppable, size) VALUES (?, ?, ?, ?, ?)",
-                           (message.leaf, message.payload, int(message.retain), int(message.droppable), need))
+                cursor = db.execute("INSERT INTO messages (leaf, payload, retain, droppable, size) "
+                                    "VALUES (?, ?, ?, ?, ?)",
+                                    (message.leaf, message.payload, int(message.retain), int(message.droppable),
+                                     need))
+                self._last_id = int(cursor.lastrowid or self._last_id)
                 self._count += 1
                 self._bytes += need
             db.execute("COMMIT")
@@ -251,11 +265,23 @@ class SqliteSpool:
     def _recount(self) -> None:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages").fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        self._last_id = int(row[0]) if row else 0
 
     def read_after(self, after_id: int, limit: int) -> list[SpoolEntry]:
         rows = self._db.execute("SELECT id, leaf, payload, retain, droppable FROM messages WHERE id > ? "
                                 "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
         return [SpoolEntry(int(r[0]), r[1], bytes(r[2]), bool(r[3]), bool(r[4])) for r in rows]
+
+    def first_id(self) -> int | None:
+        """The oldest queued id, None when empty."""
+        row = self._db.execute("SELECT MIN(id) FROM messages").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    @property
+    def last_id(self) -> int:
+        """The newest id ever queued (0 before the first)."""
+        return self._last_id
 
     def delete(self, ids: Iterable[int]) -> None:
         doomed = list(ids)
