@@ -25,7 +25,9 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 # Capabilities add their own subcommands: each module has ``add_subcommands(subparsers)``
 # and is imported only when the parser is built (heavy imports stay inside the handlers).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("edge_avatar.fleet.cli", "edge_avatar.perception.cli", "edge_avatar.dialogue.cli", "edge_avatar.listening.cli", "edge_avatar.engines.cli", "edge_avatar.planner.cli")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("edge_avatar.fleet.cli", "edge_avatar.perception.cli",
+                                       "edge_avatar.dialogue.cli", "edge_avatar.listening.cli",
+                                       "edge_avatar.render.cli", "edge_avatar.engines.cli", "edge_avatar.planner.cli")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,16 @@ from typing import Any, Callable
 from edge_avatar import __version__
 
 # Modules that register benchmarks when imported; each capability adds its own here.
-BENCH_MODULES: tuple[str, ...] = ("edge_avatar.bench.loop_bench", "edge_avatar.listening.bench", "edge_avatar.fleet.bench", "edge_avatar.perception.bench", "edge_avatar.dialogue.bench", "edge_avatar.engines.bench", "edge_avatar.planner.bench")
+BENCH_MODULES: tuple[str, ...] = (
+    "edge_avatar.bench.loop_bench",
+    "edge_avatar.listening.bench",
+    "edge_avatar.fleet.bench",
+    "edge_avatar.perception.bench",
+    "edge_avatar.dialogue.bench",
+    "edge_avatar.render.bench",
+    "edge_avatar.engines.bench",
+    "edge_avatar.planner.bench",
+)
 
 # name -> (function(quick: bool) -> dict, one-line description)
 BENCHMARKS: dict[str, tuple[Callable[[bool], dict[str, Any]], str]] = {}

@@ -81,15 +81,60 @@ EXPRESSIONS: dict[str, dict[str, float]] = {
 }
 
 
-class MotionSampler:
-    """Draws motion frames (64 float32 values, layout v1) like moments of a conversation."""
+SAMPLER_MODES = ("conversation", "extremes")
 
-    def __init__(self, seed: int):
+
+class MotionSampler:
+    """Draws motion frames (64 float32 values, layout v1).
+
+    ``mode="conversation"`` (the default) draws moments of a conversation; ``mode="extremes"`` draws
+    the ends of the ranges that conversation rarely reaches -- full blinks and winks, a wide-open jaw,
+    one to three blendshapes near 1.0, strong expressions, the whole gaze range -- which the student
+    is fine-tuned on so that it does not round them off.
+    """
+
+    def __init__(self, seed: int, mode: str = "conversation"):
+        if mode not in SAMPLER_MODES:
+            raise ValueError(f"unknown sampler mode {mode!r}; expected one of {SAMPLER_MODES}")
         self.rng = np.random.default_rng(seed)
+        self.mode = mode
         self._viseme_names = list(VISEMES)
         self._expression_names = list(EXPRESSIONS)
 
     def sample(self) -> np.ndarray:
+        return self._extreme() if self.mode == "extremes" else self._conversation()
+
+    def _extreme(self) -> np.ndarray:
+        rng = self.rng
+        m = np.zeros(MOTION_FRAME_SIZE, np.float32)
+        bs = np.zeros(52, np.float32)
+        if rng.random() < 0.3:
+            name = self._expression_names[rng.integers(len(self._expression_names))]
+            _add(bs, EXPRESSIONS[name], rng.uniform(0.8, 1.2))
+        r = rng.random()
+        if r < 0.35:                                   # a closed or nearly closed blink
+            closed = rng.uniform(0.8, 1.0)
+            bs[_i("eyeBlinkLeft")] = closed + rng.normal(0, 0.03)
+            bs[_i("eyeBlinkRight")] = closed + rng.normal(0, 0.03)
+        elif r < 0.45:                                 # a wink
+            bs[_i("eyeBlinkLeft" if rng.random() < 0.5 else "eyeBlinkRight")] = rng.uniform(0.8, 1.0)
+        if rng.random() < 0.3:                         # the jaw wide open, lips sometimes held closed
+            bs[_i("jawOpen")] = rng.uniform(0.6, 1.0)
+            if rng.random() < 0.25:
+                bs[_i("mouthClose")] = rng.uniform(0.3, 1.0) * bs[_i("jawOpen")]
+        for _ in range(int(rng.integers(1, 4))):       # any blendshape near the end of its range
+            bs[rng.integers(52)] = rng.uniform(0.6, 1.0)
+        m[:52] = np.clip(bs, 0.0, 1.0)
+        m[HEAD_SLICE] = np.clip(rng.normal(0.0, 1.0, 3) * np.array([15.0, 10.0, 6.0]), -HEAD_LIMITS_DEG,
+                                HEAD_LIMITS_DEG)
+        eyes = rng.uniform(-1.0, 1.0, 2) * EYE_LIMITS_DEG[:2] if rng.random() < 0.5 else np.zeros(2)
+        m[EYES_SLICE] = np.clip(np.concatenate([eyes, eyes + rng.normal(0, 1.0, 2)]), -EYE_LIMITS_DEG,
+                                EYE_LIMITS_DEG)
+        if rng.random() < 0.3:
+            _look_blendshapes(m, rng.uniform(0.5, 1.0))
+        return m
+
+    def _conversation(self) -> np.ndarray:
         rng = self.rng
         m = np.zeros(MOTION_FRAME_SIZE, np.float32)
         bs = np.zeros(52, np.float32)

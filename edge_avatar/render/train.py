@@ -1,0 +1,660 @@
+"""``edge-avatar train renderer``: distil the teacher into the student, export ONNX, write the manifest.
+
+Why this module exists: the renderer that ships is a trained artefact, so
+how it was made must be one command that anyone can rerun and get the same
+file. The run is reproducible by construction: seeded sampling, seeded
+initialisation and batch order, deterministic torch kernels, a fixed thread
+count, the torch version pinned in the manifest (2.13.0, CPU build), and
+the teacher's renders cached by content (``dataset``).
+
+Three phases: conversation-like motion from scratch (cached by recipe key),
+the texture decoders alone, then everything on conversation plus range ends
+(see ``train_renderer``). Losses, per step (frames and textures):
+
+- image: L1 on premultiplied RGBA, plus (1 - SSIM) on the frame composited
+  over the default display background;
+- feature distillation from the teacher's buffers: head coverage (L1),
+  chart coordinates (L1, mostly where the head is), the body's shadow (L1),
+  and the chart texture itself -- eye and mouth patches and the coarse
+  window -- (L1), so that each decoder learns its own sub-problem directly.
+
+torch is imported here and in ``student`` only: the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_avatar.render import layout
+from edge_avatar.render.dataset import DataSpec, ProgressBar, decode_texture, load_or_render
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_OUT_DIR = REPO_ROOT / "engines"
+DEFAULT_DATA_DIR = "~/.cache/edge-avatar/renderer-data"
+MANIFEST_NAME = "renderer.manifest.json"
+PINNED_TORCH = "2.13.0"
+TRAIN_THREADS = 2
+EVAL_BACKGROUND_RGB = (28, 36, 52)   # DisplayConfig's default background: the one the figures are measured on
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything that decides the trained weights (recorded in the manifest)."""
+
+    size_px: int = 256
+    frames: int = 4000
+    textures: int = 12000
+    frame_seed: int = 1
+    texture_seed: int = 2
+    val_frames: int = 48
+    val_seed: int = 1001
+    epochs: int = 3
+    frame_batch: int = 8
+    texture_batch: int = 8
+    crop_px: int = 128
+    lr: float = 2e-3
+    static_lr: float = 5e-4
+    seed: int = 7
+    supersample: int = 2
+    workers: int = 2
+    # phase 2: fine-tuning on the range ends
+    extreme_textures: int = 6000
+    extreme_texture_seed: int = 3
+    extreme_frames: int = 800
+    extreme_frame_seed: int = 4
+    finetune_steps: int = 600
+    finetune_lr: float = 6e-4
+    finetune_static_lr: float = 1.5e-4
+    finetune_seed: int = 8
+    texture_phase_steps: int = 800
+    texture_phase_batch: int = 16
+    texture_phase_lr: float = 1e-3
+    texture_phase_seed: int = 9
+
+    @staticmethod
+    def quick() -> "TrainOptions":
+        return TrainOptions(frames=48, textures=96, val_frames=8, epochs=2, frame_batch=4, texture_batch=4,
+                            extreme_textures=48, extreme_frames=16, finetune_steps=8, texture_phase_steps=8)
+
+
+def onnx_name(size_px: int) -> str:
+    return f"renderer_{size_px}.onnx"
+
+
+# ---------------------------------------------------------------------- the student's starting point
+
+
+def initial_tensors(size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(static chart (5, Ht, Wt), body (4, S, S), base fields (7, S/4, S/4)) from the teacher's neutral frame."""
+    import cv2  # noqa: PLC0415
+
+    from edge_avatar.render.face_texture import paint_face  # noqa: PLC0415
+    from edge_avatar.render.student import GEO_FIELDS, INITIAL_EDGE_SHARPNESS  # noqa: PLC0415
+    from edge_avatar.render.teacher import TeacherRenderer  # noqa: PLC0415
+
+    neutral = np.zeros(64, np.float32)
+    ppu = layout.texels_per_unit(size_px)
+    static = paint_face(neutral, ppu).channels()[..., :5].transpose(2, 0, 1)   # albedo, slopes (no gloss)
+    teacher = TeacherRenderer(size_px, size_px, 2)
+    frame = teacher.render_frame(neutral)
+    body = cv2.resize(teacher._body_rgba, (size_px, size_px), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    q = size_px // 4
+    fields = np.zeros((GEO_FIELDS, q, q), np.float32)
+    fields[0:2] = uv_to_grid(frame.uv.reshape(q, 4, q, 4, 2).mean(axis=(1, 3))).transpose(2, 0, 1)
+    alpha = np.clip(frame.head_alpha.reshape(q, 4, q, 4).mean(axis=(1, 3)), 0.02, 0.98)
+    fields[2] = np.log(alpha / (1 - alpha)) / INITIAL_EDGE_SHARPNESS
+    fields[3] = frame.body_shade.reshape(q, 4, q, 4).mean(axis=(1, 3))
+    return static.astype(np.float32), body.astype(np.float32), fields
+
+
+GRID_KNEE = 0.985   # beyond this (far outside the head) grid targets are squashed to stay inside the chart
+
+
+def uv_to_grid(uv: np.ndarray) -> np.ndarray:
+    """Chart (u, v) in head units -> grid_sample coordinates (-1..1 over the texture, y down).
+
+    Pixels far from the head continue the chart past its edges; those targets are squashed smoothly into
+    (-0.995, 0.995) -- they are never seen (zero coverage), and in-range grids keep ONNX Runtime's
+    GridSample on its fast path (out-of-range samples cost 2-3x more).
+    """
+    r = layout.TEXTURE_RECT
+    gx = (uv[..., 0] - r.u0) / (r.u1 - r.u0) * 2.0 - 1.0
+    gy = (r.v1 - uv[..., 1]) / (r.v1 - r.v0) * 2.0 - 1.0
+    g = np.stack([gx, gy], -1).astype(np.float32)
+    mag = np.abs(g)
+    room = 0.995 - GRID_KNEE
+    squashed = GRID_KNEE + room * np.tanh((mag - GRID_KNEE) / room)
+    return (np.sign(g) * np.where(mag > GRID_KNEE, squashed, mag)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- losses
+
+
+def _gauss_1d(torch: Any) -> Any:
+    from edge_avatar.render.metrics import SSIM_RADIUS_PX, SSIM_SIGMA_PX  # noqa: PLC0415
+
+    x = torch.arange(-SSIM_RADIUS_PX, SSIM_RADIUS_PX + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / SSIM_SIGMA_PX) ** 2)
+    return k / k.sum()
+
+
+def ssim_torch(a: Any, b: Any, kernel: Any) -> Any:
+    """Mean SSIM of (B, C, H, W) images in 0..1 (the metric's window and constants)."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    c = a.shape[1]
+    kx = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    ky = kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+
+    def blur(x: Any) -> Any:
+        return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a ** 2
+    var_b = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return torch.mean(s)
+
+
+# ---------------------------------------------------------------------- batches
+
+
+class Batches:
+    """Turns cached uint8/float16 arrays into torch tensors for the losses."""
+
+    def __init__(self, frames: dict[str, np.ndarray], textures: dict[str, np.ndarray]):
+        self.frames, self.textures = frames, textures
+
+    @staticmethod
+    def texture_targets(data: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, Any]:
+        import torch  # noqa: PLC0415
+
+        eyes = decode_texture(np.asarray(data["eyes"][idx]))                  # (B, 2, h, w, 6)
+        mouth = decode_texture(np.asarray(data["mouth"][idx]))                # (B, h, w, 6)
+        coarse = np.asarray(data["coarse"][idx], np.float32)                   # (B, h, w, 6)
+        return {
+            "motion": torch.from_numpy(np.asarray(data["motion"][idx], np.float32)),
+            "eyes": torch.from_numpy(eyes).permute(0, 1, 4, 2, 3).contiguous(),  # (B, 2, 6, h, w)
+            "mouth": torch.from_numpy(mouth).permute(0, 3, 1, 2).contiguous(),
+            "coarse": torch.from_numpy(coarse).permute(0, 3, 1, 2).contiguous(),
+        }
+
+    def frame_batch(self, idx: np.ndarray) -> dict[str, Any]:
+        import torch  # noqa: PLC0415
+
+        idx = np.sort(idx)
+        d = self.frames
+        out = self.texture_targets(d, idx)
+        out["rgba"] = torch.from_numpy(np.asarray(d["rgba"][idx], np.float32) / 255.0).permute(0, 3, 1, 2)
+        out["head_alpha"] = torch.from_numpy(np.asarray(d["head_alpha"][idx], np.float32) / 255.0).unsqueeze(1)
+        out["grid"] = torch.from_numpy(uv_to_grid(np.asarray(d["uv"][idx], np.float32))).permute(0, 3, 1, 2)
+        out["body_shade"] = torch.from_numpy(np.asarray(d["body_shade"][idx], np.float32)).unsqueeze(1)
+        return out
+
+    def texture_batch(self, idx: np.ndarray) -> dict[str, Any]:
+        return self.texture_targets(self.textures, np.sort(idx))
+
+
+def texture_loss(student: Any, out_tex: dict[str, Any], target: dict[str, Any], weighted: bool = False) -> Any:
+    """L1 of the eye, mouth and coarse pieces of the predicted chart against the teacher's.
+
+    ``weighted`` (the later phases): albedo counts 4x more than slopes, and each texel counts
+    1 + 8 x how far the teacher's albedo there is from the static chart's -- so a closing eyelid or an
+    opening mouth, a few percent of a patch, is not averaged away by the patch's unchanging skin.
+    """
+    import torch  # noqa: PLC0415
+
+    from edge_avatar.render.dataset import right_eye_rect  # noqa: PLC0415
+
+    sh = student.shape
+    # The window (the static chart with every change painted over it: albedo and slopes) against the
+    # teacher's first five channels.
+    window = out_tex["window"]
+    w_row, w_col = sh.offset(layout.COARSE_WINDOW)
+    static = student.static_texture[:, 0:3]
+
+    def cut(rect: layout.Rect) -> Any:
+        row, col = sh.offset(rect)
+        h, w = sh.patch_hw(rect)
+        return window[:, :, row - w_row:row - w_row + h, col - w_col:col - w_col + w]
+
+    left = cut(layout.EYE_PATCH)
+    right = torch.flip(cut(right_eye_rect()), dims=[3]) * student.mirror_sign[:, 0:5]
+    eyes, mouth, coarse = target["eyes"][:, :, 0:5], target["mouth"][:, 0:5], target["coarse"][:, 0:5]
+    if not weighted:
+        loss = (left - eyes[:, 0]).abs().mean() + (right - eyes[:, 1]).abs().mean()
+        loss = loss + (cut(layout.MOUTH_PATCH) - mouth).abs().mean()
+        return loss + 0.5 * (out_tex["coarse"] - coarse).abs().mean()
+
+    channel = torch.tensor([1.0, 1.0, 1.0, 0.25, 0.25]).view(1, 5, 1, 1)
+
+    def static_albedo(rect: layout.Rect, flip: bool = False) -> Any:
+        row, col = sh.offset(rect)
+        h, w = sh.patch_hw(rect)
+        piece = static[:, :, row:row + h, col:col + w].detach()
+        return torch.flip(piece, dims=[3]) if flip else piece
+
+    def weighted_l1(pred: Any, tgt: Any, base: Any) -> Any:
+        change = (tgt[:, 0:3] - base).abs().sum(1, keepdim=True)
+        return ((pred - tgt).abs() * channel * (1.0 + 8.0 * change)).mean()
+
+    loss = weighted_l1(left, eyes[:, 0], static_albedo(layout.EYE_PATCH))
+    loss = loss + weighted_l1(right, eyes[:, 1], static_albedo(right_eye_rect(), flip=True))
+    loss = loss + weighted_l1(cut(layout.MOUTH_PATCH), mouth, static_albedo(layout.MOUTH_PATCH))
+    return loss + 0.5 * ((out_tex["coarse"] - coarse).abs() * channel).mean()
+
+
+# ---------------------------------------------------------------------- training
+
+
+PHASE1_RECIPE_VERSION = 1   # bump when the first phase's loop or losses change: cached weights are then stale
+
+
+def _step_loss(student: Any, fb: dict[str, Any], tb: dict[str, Any], crop: tuple[int, int, int], bg: Any,
+               kernel: Any, tex_weight: float, weighted: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The training loss of one step (see the module docstring) and its parts."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    row, col, size = crop
+    window = np.s_[:, :, row:row + size, col:col + size]
+    out = student(fb["motion"], crop=crop)
+    rgba, target = out["rgba"], fb["rgba"][window]
+    comp = rgba[:, :3] + (1 - rgba[:, 3:4]) * bg
+    comp_t = target[:, :3] + (1 - target[:, 3:4]) * bg
+    l_img = (rgba - target).abs().mean()
+    l_ssim = 1.0 - ssim_torch(comp, comp_t, kernel)
+    fields = out["fields"]
+    quarter_alpha = F.avg_pool2d(fb["head_alpha"], 4)
+    l_alpha = (out["alpha"] - fb["head_alpha"][window]).abs().mean() + \
+        (torch.sigmoid(fields[:, 2:3] * student.edge_sharpness) - quarter_alpha).abs().mean()
+    near = (F.max_pool2d(quarter_alpha, 5, stride=1, padding=2) > 0).float()
+    l_grid = ((fields[:, 0:2] - fb["grid"]).abs() * (0.05 + near)).mean()
+    l_body = (fields[:, 3:4] - fb["body_shade"]).abs().mean()
+    l_tex = texture_loss(student, out, fb, weighted)
+    tex_out = student.textures(tb["motion"] / student.scale)
+    l_tex = l_tex + texture_loss(student, tex_out, tb, weighted)
+    loss = 4.0 * l_img + 0.5 * l_ssim + 1.0 * l_alpha + 2.0 * l_grid + 0.5 * l_body + tex_weight * l_tex
+    return loss, {"img_l1": l_img, "ssim": 1.0 - l_ssim, "tex_l1": l_tex}
+
+
+def _crop(rng: np.random.Generator, size: int, crop_px: int) -> tuple[int, int, int]:
+    """A square where the head and its shadow can be (multiples of 4 px)."""
+    crop = crop_px * size // 256
+    row = 4 * int(rng.integers(0, (size * 7 // 8 - crop) // 4 + 1))
+    col = 4 * int(rng.integers(size // 8 // 4, (size * 7 // 8 - crop) // 4 + 1))
+    return row, col, crop
+
+
+def _optimizer(student: Any, lr: float, static_lr: float) -> tuple[Any, list[float]]:
+    import torch  # noqa: PLC0415
+
+    static_names = {"static_texture", "body", "base_fields"}
+    groups = [
+        {"params": [p for n, p in student.named_parameters() if n not in static_names and n != "edge_sharpness"],
+         "lr": lr},
+        {"params": [p for n, p in student.named_parameters() if n in static_names], "lr": static_lr},
+        {"params": [student.edge_sharpness], "lr": lr * 5},
+    ]
+    return torch.optim.Adam(groups), [g["lr"] for g in groups]
+
+
+def _lr_scale(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * 0.97 + 0.03
+
+
+def _cat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    return {k: torch.cat([a[k], b[k]], 0) for k in a}
+
+
+def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = DEFAULT_DATA_DIR,
+                   progress: Any = None) -> dict[str, Any]:
+    """Render (or reuse) the data, train, export ``renderer_<S>.onnx`` and the manifest into ``out_dir``.
+
+    Phase 1 learns from conversation-like motion (``epochs`` passes over the frames); its weights are
+    cached under ``data_dir`` by a key of everything that decides them, so a rerun reuses them. Phase 2
+    first trains the texture decoders alone on chart targets with the change-weighted loss, then
+    fine-tunes everything on a half-and-half mix of that data and the range ends ("extremes": full
+    blinks, winks, a wide-open jaw, blendshapes near 1.0), which conversation rarely reaches.
+    """
+    import torch  # noqa: PLC0415
+
+    from edge_avatar.render.dataset import code_fingerprint  # noqa: PLC0415
+    from edge_avatar.render.student import RendererStudent  # noqa: PLC0415
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    if torch.__version__.split("+")[0] != PINNED_TORCH:
+        say(f"warning: torch {torch.__version__} is not the pinned {PINNED_TORCH}; the weights will differ")
+    torch.manual_seed(options.seed)
+    torch.set_num_threads(TRAIN_THREADS)
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = False   # a debugging aid that costs 20% of a step
+    rng = np.random.default_rng(options.seed)
+    started_s = time.monotonic()
+
+    size = options.size_px
+    root = Path(data_dir).expanduser()
+    specs = {
+        "frames": DataSpec(options.frames, options.frame_seed, size, options.supersample, frames=True),
+        "textures": DataSpec(options.textures, options.texture_seed, size, options.supersample, frames=False),
+        "validation": DataSpec(options.val_frames, options.val_seed, size, options.supersample, frames=True),
+        "extreme_textures": DataSpec(options.extreme_textures, options.extreme_texture_seed, size,
+                                     options.supersample, frames=False, sampler="extremes"),
+        "extreme_frames": DataSpec(options.extreme_frames, options.extreme_frame_seed, size, options.supersample,
+                                   frames=True, sampler="extremes"),
+    }
+    say("teacher data under " + str(root) + ": " + ", ".join(s.key() for s in specs.values()))
+    data = {name: load_or_render(spec, root, options.workers, f"teacher {name}") for name, spec in specs.items()}
+    render_s = time.monotonic() - started_s
+
+    static, body, base = initial_tensors(size)
+    student = RendererStudent(size, static, body, base)
+    n_params = sum(p.numel() for p in student.parameters())
+    say(f"student: {n_params / 1e6:.2f} M parameters")
+    kernel = _gauss_1d(torch)
+    bg = torch.tensor(EVAL_BACKGROUND_RGB, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
+    val = data["validation"]
+
+    # ---- phase 1: conversation-like motion, from scratch (or its cached result)
+    phase1_fields = {k: v for k, v in asdict(options).items()
+                     if not k.startswith(("finetune", "extreme", "texture_phase")) and k != "workers"}
+    phase1_key = hashlib.sha256(json.dumps([
+        PHASE1_RECIPE_VERSION, phase1_fields, [specs[n].key() for n in ("frames", "textures", "validation")],
+        torch.__version__, code_fingerprint((Path(__file__).parent / "student.py").read_text(encoding="utf-8")),
+    ]).encode()).hexdigest()[:12]
+    checkpoint1 = root / f"renderer_{size}-phase1-{phase1_key}.pt"
+    train_s = 0.0
+    if checkpoint1.is_file():
+        student.load_state_dict(torch.load(checkpoint1, weights_only=True))
+        history = json.loads(checkpoint1.with_suffix(".json").read_text())
+        say(f"phase 1: reusing {checkpoint1}")
+    else:
+        phase_started_s = time.monotonic()
+        history = _phase1(student, options, data, rng, kernel, bg, say)
+        train_s += time.monotonic() - phase_started_s
+        torch.save(student.state_dict(), checkpoint1)
+        checkpoint1.with_suffix(".json").write_text(json.dumps(history))
+    val_phase1 = validate(student, val, bg)
+
+    # ---- phase 2: the texture decoders on their own (range ends included), then the whole student on images,
+    # half conversation, half range ends
+    phase_started_s = time.monotonic()
+    history_tex = _phase_textures(student, options, data)
+    history2 = _phase2(student, options, data, kernel, bg, say)
+    train_s += time.monotonic() - phase_started_s
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / onnx_name(size)
+    export_onnx(student, onnx_path)
+    checkpoint = root / f"renderer_{size}.pt"   # the final torch weights (for fine-tuning); engines/ has ONNX only
+    torch.save(student.state_dict(), checkpoint)
+    record = {
+        "options": asdict(options),
+        "data": {name: spec.key() for name, spec in specs.items()},
+        "teacher_render_s": round(render_s, 1),
+        "train_s": round(train_s, 1),
+        "steps": {"phase1": len(history) and history[-1]["step"], "textures": options.texture_phase_steps,
+                  "phase2": options.finetune_steps},
+        "parameters": n_params,
+        "history": {"phase1": history, "textures": history_tex, "phase2": history2},
+        "val_psnr_db_ss2": {"phase1": round(val_phase1, 3), "final": round(validate(student, val, bg), 3)},
+        "phase1_checkpoint_key": phase1_key,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    write_manifest(out_dir, size, onnx_path, record)
+    say(f"wrote {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB) after {train_s / 60:.1f} min of training")
+    return record
+
+
+def _phase1(student: Any, options: TrainOptions, data: dict[str, Any], rng: np.random.Generator, kernel: Any,
+            bg: Any, say: Any) -> list[dict[str, float]]:
+    opt, base_lrs = _optimizer(student, options.lr, options.static_lr)
+    steps_per_epoch = max(1, options.frames // options.frame_batch)
+    total = steps_per_epoch * options.epochs
+    warmup = min(100, total // 10)
+    batches = Batches(data["frames"], data["textures"])
+    bar = ProgressBar(total, "train renderer (1/2)")
+    history: list[dict[str, float]] = []
+    step = 0
+    val_psnr = float("nan")
+    for _epoch in range(options.epochs):
+        order = rng.permutation(options.frames)
+        for b in range(steps_per_epoch):
+            f_idx = order[b * options.frame_batch:(b + 1) * options.frame_batch]
+            t_idx = rng.integers(0, options.textures, options.texture_batch)
+            fb, tb = batches.frame_batch(f_idx), batches.texture_batch(t_idx)
+            for g, base_lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = base_lr * _lr_scale(step, total, warmup)
+            loss, parts = _step_loss(student, fb, tb, _crop(rng, options.size_px, options.crop_px), bg, kernel, 0.5)
+            step, val_psnr = _apply(student, opt, loss, parts, step, total, history, data["validation"], bg, bar,
+                                    val_psnr)
+    return history
+
+
+def _phase_textures(student: Any, options: TrainOptions, data: dict[str, Any]) -> list[dict[str, float]]:
+    """The texture decoders alone, on chart targets (no image): cheap steps, many faces, range ends included."""
+    import torch  # noqa: PLC0415
+
+    rng = np.random.default_rng(options.texture_phase_seed)
+    params = [p for n, p in student.named_parameters() if n.startswith(("eye.", "mouth.", "coarse."))]
+    opt = torch.optim.Adam(params, lr=options.texture_phase_lr)
+    total = options.texture_phase_steps
+    usual = Batches(data["frames"], data["textures"])
+    ends = Batches(data["extreme_frames"], data["extreme_textures"])
+    half = options.texture_phase_batch // 2
+    bar = ProgressBar(total, "train renderer (textures)")
+    history: list[dict[str, float]] = []
+    for step in range(total):
+        tb = _cat(usual.texture_batch(rng.integers(0, options.textures, half)),
+                  ends.texture_batch(rng.integers(0, options.extreme_textures, half)))
+        opt.param_groups[0]["lr"] = options.texture_phase_lr * _lr_scale(step, total, min(30, total // 10))
+        loss = texture_loss(student, student.textures(tb["motion"] / student.scale), tb, weighted=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if (step + 1) % 50 == 0 or step + 1 == total:
+            history.append({"step": step + 1, "tex_l1_weighted": round(loss.item(), 5)})
+        bar.update(step + 1, f"texture loss {loss.item():.4f}")
+    return history
+
+
+def _phase2(student: Any, options: TrainOptions, data: dict[str, Any], kernel: Any, bg: Any,
+            say: Any) -> list[dict[str, float]]:
+    rng = np.random.default_rng(options.finetune_seed)
+    opt, base_lrs = _optimizer(student, options.finetune_lr, options.finetune_static_lr)
+    total = options.finetune_steps
+    warmup = min(30, total // 10)
+    usual = Batches(data["frames"], data["textures"])
+    ends = Batches(data["extreme_frames"], data["extreme_textures"])
+    half_f, half_t = options.frame_batch // 2, options.texture_batch // 2
+    bar = ProgressBar(total, "train renderer (2/2)")
+    history: list[dict[str, float]] = []
+    val_psnr = float("nan")
+    for step in range(total):
+        fb = _cat(usual.frame_batch(rng.integers(0, options.frames, half_f)),
+                  ends.frame_batch(rng.integers(0, options.extreme_frames, half_f)))
+        tb = _cat(usual.texture_batch(rng.integers(0, options.textures, half_t)),
+                  ends.texture_batch(rng.integers(0, options.extreme_textures, half_t)))
+        for g, base_lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = base_lr * _lr_scale(step, total, warmup)
+        loss, parts = _step_loss(student, fb, tb, _crop(rng, options.size_px, options.crop_px), bg, kernel, 1.0,
+                                 weighted=True)
+        _, val_psnr = _apply(student, opt, loss, parts, step, total, history, data["validation"], bg, bar, val_psnr)
+    return history
+
+
+def _apply(student: Any, opt: Any, loss: Any, parts: dict[str, Any], step: int, total: int,
+           history: list[dict[str, float]], val: dict[str, Any], bg: Any, bar: ProgressBar,
+           val_psnr: float) -> tuple[int, float]:
+    """Backward, clip, step; record and report. Returns (steps done, last validation PSNR)."""
+    import torch  # noqa: PLC0415
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+    opt.step()
+    step += 1
+    loss_v, ssim_v = loss.item(), parts["ssim"].item()
+    if step % 50 == 0 or step == total:
+        history.append({"step": step, "loss": round(loss_v, 5), "img_l1": round(parts["img_l1"].item(), 5),
+                        "ssim": round(ssim_v, 4), "tex_l1": round(parts["tex_l1"].item(), 5)})
+    if step % 500 == 0 or step == total:
+        val_psnr = validate(student, val, bg)
+        history[-1]["val_psnr_db"] = round(val_psnr, 2)
+    bar.update(step, f"loss {loss_v:.4f} ssim {ssim_v:.3f} val {val_psnr:.1f} dB")
+    return step, val_psnr
+
+
+def validate(student: Any, val: dict[str, np.ndarray], bg: Any) -> float:
+    """Mean PSNR (dB) of the composited student frames against the cached teacher frames."""
+    import torch  # noqa: PLC0415
+
+    from edge_avatar.render.metrics import psnr  # noqa: PLC0415
+
+    student.eval()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(val["motion"]), 8):
+            motion = torch.from_numpy(np.asarray(val["motion"][start:start + 8], np.float32))
+            rgba = student(motion)["rgba"]
+            comp = torch.clamp(rgba[:, :3] + (1 - rgba[:, 3:4]) * bg, 0, 1)
+            ref_rgba = np.asarray(val["rgba"][start:start + 8], np.float32) / 255.0
+            bg_np = bg.view(3).numpy()
+            ref = ref_rgba[..., :3] + (1 - ref_rgba[..., 3:4]) * bg_np
+            got = comp.permute(0, 2, 3, 1).numpy()
+            for r, g in zip(ref, got):
+                scores.append(psnr(np.round(r * 255), np.round(g * 255)))
+    student.train()
+    return float(np.mean(scores))
+
+
+# ---------------------------------------------------------------------- export
+
+
+# Where the head and its chin shadow can be, at 256 px, as (row, col, size): measured with the teacher at the
+# motion frame's limits (yaw +-45, pitch +-30, roll +-30 deg, jaw open, cheeks puffed): rows 38-202, cols 46-208.
+# The exported model runs its per-pixel stage only there (56 % of the frame); elsewhere it shows the body layer.
+EXPORT_WINDOW_256 = (24, 32, 192)
+
+
+def export_onnx(student: Any, path: Path, opset: int = 17) -> None:
+    """Write the student as ONNX: inputs motion (1, 64) float32, background_rgb (3,) float32 0..255;
+    output image (1, S, S, 3) uint8.
+
+    The per-pixel stage runs in ``EXPORT_WINDOW_256`` (scaled to S); the rest of the frame is the learned
+    body layer over the background. Large float32 weights are stored as float16 (a Cast restores float32;
+    ONNX Runtime folds it once when the session is created), halving the file.
+    """
+    import io  # noqa: PLC0415
+
+    import onnx  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    size = student.shape.size_px
+    row, col, win = (v * size // 256 for v in EXPORT_WINDOW_256)
+
+    class Windowed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.student = student
+
+        def forward(self, motion: Any, background_rgb: Any) -> Any:
+            bg = (background_rgb / 255.0).view(1, 3, 1, 1)
+            inner = self.student(motion, bg, crop=(row, col, win))["rgb"]          # (1, 3, win, win)
+            body = self.student.body
+
+            def over(part: Any) -> Any:                                            # body over the background
+                return part[:, 0:3] + (1.0 - part[:, 3:4]) * bg
+
+            middle = torch.cat([over(body[:, :, row:row + win, :col]), inner,
+                                over(body[:, :, row:row + win, col + win:])], 3)
+            rgb = torch.cat([over(body[:, :, :row]), middle, over(body[:, :, row + win:])], 2)  # (1, 3, S, S)
+            rgb = torch.clamp(rgb * 255.0 + 0.5, 0.0, 255.0)
+            return rgb.permute(0, 2, 3, 1).to(torch.uint8)
+
+    student.eval()
+    motion = torch.zeros(1, 64)
+    background = torch.tensor([28.0, 36.0, 52.0])
+    buffer = io.BytesIO()
+    torch.onnx.export(Windowed(), (motion, background), buffer, input_names=["motion", "background_rgb"],
+                      output_names=["image"], opset_version=opset, dynamo=False, do_constant_folding=True)
+    model = onnx.load_from_string(buffer.getvalue())
+    model = store_weights_as_float16(model)
+    model.doc_string = ("edge-avatar neural renderer (student). motion: (1, 64) motion frame layout v1, "
+                        "sanitized; background_rgb: (3,) 0..255; image: (1, S, S, 3) uint8 RGB.")
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    student.train()
+
+
+def store_weights_as_float16(model: Any, min_elements: int = 1024) -> Any:
+    """Replace each float32 initializer of at least ``min_elements`` by a float16 one plus a Cast node."""
+    import onnx  # noqa: PLC0415
+    from onnx import helper, numpy_helper  # noqa: PLC0415
+
+    graph = model.graph
+    keep, casts = [], []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.float32 and arr.size >= min_elements:
+            half_name = init.name + "__fp16"
+            keep.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
+            casts.append(helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT,
+                                          name=init.name + "__cast"))
+        else:
+            keep.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    return model
+
+
+def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, Any]) -> Path:
+    """engines/renderer.manifest.json: one entry per renderer size (the engines manifest is another's)."""
+    import hashlib  # noqa: PLC0415
+
+    path = out_dir / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.is_file() else {"manifest_version": 1, "models": {}}
+    data = onnx_path.read_bytes()
+    quick = record["options"]["frames"] < 1000
+    manifest["models"][f"renderer_{size}"] = {
+        "file": onnx_path.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "kind": "onnx",
+        "source": "trained by this project (distilled from edge_avatar.render.teacher)",
+        "licence": "Apache-2.0",
+        "training_command": "edge-avatar train renderer" + (" --quick" if quick else "")
+                            + (f" --size {size}" if size != 256 else ""),
+        "opset": 17,
+        "inputs": [{"name": "motion", "shape": [1, 64], "dtype": "float32"},
+                   {"name": "background_rgb", "shape": [3], "dtype": "float32"}],
+        "outputs": [{"name": "image", "shape": [1, size, size, 3], "dtype": "uint8"}],
+        "training": record,
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path

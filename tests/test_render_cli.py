@@ -1,0 +1,37 @@
+"""``train renderer``, ``eval renderer`` and ``bench renderer`` are wired into the one command line."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_avatar.cli import build_parser
+from edge_avatar.render.cli import cmd_eval_renderer, cmd_train_renderer, subcommand_group
+
+
+def test_train_and_eval_renderer_parse():
+    parser = build_parser()
+    args = parser.parse_args(["train", "renderer", "--quick", "--epochs", "2", "--out", "x"])
+    assert args.func is cmd_train_renderer and args.quick and args.epochs == 2 and args.out == "x"
+    args = parser.parse_args(["eval", "renderer", "--frames", "4", "--set", "render.width_px=256"])
+    assert args.func is cmd_eval_renderer and args.frames == 4
+
+
+def test_groups_are_shared_not_added_twice():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    first = subcommand_group(sub, "train", "train")
+    first.add_parser("planner")
+    second = subcommand_group(sub, "train", "train")
+    second.add_parser("renderer")
+    assert first is second
+    assert parser.parse_args(["train", "planner"]).train_target == "planner"
+
+
+def test_the_renderer_benchmark_is_registered():
+    import importlib
+
+    from edge_avatar.bench import BENCH_MODULES, BENCHMARKS
+
+    assert "edge_avatar.render.bench" in BENCH_MODULES
+    importlib.import_module("edge_avatar.render.bench")
+    assert "renderer" in BENCHMARKS

@@ -1,0 +1,119 @@
+"""The committed neural renderer: it loads through the backends, matches the teacher on held-out
+motion (PSNR >= 30 dB, SSIM >= 0.95), repairs and counts bad motion, and needs neither torch nor OpenCV."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_avatar.config import BackendConfig
+from edge_avatar.motion import neutral_motion
+from edge_avatar.render.neural import ENGINES_DIR, NeuralRenderer, model_path_for
+from tests.conftest import REPO
+
+BACKGROUND = (28, 36, 52)
+MODEL = model_path_for(256)
+HELD_OUT_SEED = 2024    # the seed of `eval renderer`; no training set uses it
+HELD_OUT_FRAMES = 6
+
+pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason=f"{MODEL} not trained yet (edge-avatar train renderer)")
+
+
+@pytest.fixture(scope="module")
+def renderer() -> NeuralRenderer:
+    r = NeuralRenderer(256, 256, BACKGROUND, BackendConfig(name="onnxruntime"))
+    yield r
+    r.close()
+
+
+def test_it_renders_a_frame_over_the_configured_background(renderer):
+    image = renderer.render(neutral_motion())
+    assert image.shape == (256, 256, 3) and image.dtype == np.uint8
+    assert tuple(image[0, 0]) == BACKGROUND and tuple(image[0, -1]) == BACKGROUND
+    white = NeuralRenderer(256, 256, (255, 255, 255))
+    assert tuple(white.render(neutral_motion())[0, 0]) == (255, 255, 255)
+    white.close()
+
+
+def test_it_matches_the_teacher_on_held_out_motion(renderer):
+    pytest.importorskip("cv2", reason="the teacher draws with OpenCV")
+    from edge_avatar.render.evaluate import compare, held_out_motion
+    from edge_avatar.render.teacher import TeacherRenderer
+
+    teacher = TeacherRenderer(256, 256, 3, BACKGROUND)
+    motions = held_out_motion(HELD_OUT_FRAMES, HELD_OUT_SEED)
+    result = compare([teacher.render(m) for m in motions], [renderer.render(m) for m in motions])
+    assert result["psnr_db"]["mean"] >= 30.0, result
+    assert result["ssim"]["mean"] >= 0.95, result
+
+
+def _white_of_eyes(image: np.ndarray) -> int:
+    """Bright, grey pixels where the eyes are at rest (the teacher's test criterion, at 256 px)."""
+    from edge_avatar.render import layout
+
+    unit = layout.HEAD_UNIT_FRAC * 256
+    count = 0
+    for sign in (1, -1):
+        x = layout.HEAD_CENTER_FRAC[0] * 256 + layout.HEAD_RADII_UPPER[0] * np.sin(sign * 0.38) * unit
+        y = layout.HEAD_CENTER_FRAC[1] * 256 - 0.04 * unit
+        patch = image[int(y - 0.14 * unit):int(y + 0.14 * unit) + 1,
+                      int(x - 0.22 * unit):int(x + 0.22 * unit) + 1].astype(np.float32)
+        luma = patch @ np.array([0.299, 0.587, 0.114], np.float32)
+        count += int(((patch[..., 1] > 0.84 * patch[..., 0]) & (luma > 150)).sum())
+    return count
+
+
+def test_a_full_blink_closes_the_eyes(renderer):
+    open_eyes = renderer.render(neutral_motion())
+    closed = neutral_motion()
+    closed[8] = closed[9] = 1.0                       # eyeBlinkLeft, eyeBlinkRight
+    assert _white_of_eyes(open_eyes) > 20
+    assert _white_of_eyes(renderer.render(closed)) <= 2, "the white of the eye shows through a closed lid"
+
+
+def test_nan_and_out_of_range_motion_is_clamped_and_counted(renderer):
+    bad = neutral_motion()
+    bad[3], bad[10], bad[52], bad[56] = np.nan, 7.0, -400.0, np.inf
+    clean = neutral_motion()
+    clean[10], clean[52] = 1.0, -45.0
+    before = renderer.values_clamped
+    image = renderer.render(bad)
+    assert renderer.values_clamped - before >= 4
+    assert renderer.stats()["frames_with_clamped_values"] >= 1
+    assert np.array_equal(image, renderer.render(clean))
+    with pytest.raises(ValueError, match="64 values"):
+        renderer.render(np.zeros(10, np.float32))
+
+
+def test_the_committed_model_matches_its_manifest():
+    manifest = json.loads((ENGINES_DIR / "renderer.manifest.json").read_text())
+    entry = manifest["models"]["renderer_256"]
+    data = MODEL.read_bytes()
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    assert entry["training_command"].startswith("edge-avatar train renderer")
+    assert len(data) < 8_000_000, "the committed weights stay small"
+
+
+def test_the_runtime_path_imports_neither_torch_nor_opencv():
+    code = ("import sys, numpy as np\n"
+            "from edge_avatar.render.neural import NeuralRenderer\n"
+            "r = NeuralRenderer(256, 256, (0, 0, 0))\n"
+            "r.render(np.zeros(64, np.float32))\n"
+            "bad = [m for m in ('torch', 'cv2') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_size_falls_back_to_the_trained_one_scaled(renderer):
+    big = NeuralRenderer(512, 512, BACKGROUND, engines_dir=ENGINES_DIR) if not model_path_for(512).is_file() \
+        else None
+    if big is None:
+        pytest.skip("a 512 px model exists")
+    assert big.render(neutral_motion()).shape == (512, 512, 3)
+    big.close()
