@@ -87,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _run_session(config: RootConfig, duration_s: float | None, report_path: str) -> dict[str, Any]:
-    from edge_avatar.runtime.session import Session, SessionOptions, write_report  # noqa: PLC0415
+    from edge_avatar.runtime.session import Session, SessionOptions, write_report_files  # noqa: PLC0415
 
     session = Session(config, SessionOptions(duration_s=duration_s))
     previous = {sig: signal.signal(sig, lambda *_: session.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -100,7 +100,7 @@ def _run_session(config: RootConfig, duration_s: float | None, report_path: str)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    write_report(report, report_path)
+    write_report_files(session, report, report_path)
     return report
 
 
@@ -157,11 +157,15 @@ def _print_summary(report: dict[str, Any], report_path: str) -> None:
             print(f"  {name:<11} p50 {summary['p50']:7.3f} ms   p95 {summary['p95']:7.3f} ms")
     for turn in report.get("turns", []):
         print(f"  turn {turn['turn_id']}: end of speech {turn['end_of_speech_s']} s -> first audio "
-              f"{turn['first_audio_s']} s ({turn['response_latency_ms']} ms)")
+              f"{turn['first_audio_s']} s ({turn['response_latency_ms']} ms)"
+              + (f", A/V offset {turn['av_offset_ms']:+.0f} ms" if turn.get("av_offset_ms") is not None else ""))
     output = report.get("output", {})
     if output.get("path"):
         print(f"video: {output['path']}")
     print(f"report: {report_path}")
+    html_path = Path(report_path).with_suffix(".html")
+    if html_path.is_file():
+        print(f"report with plots: {html_path}")
 
 
 # ---------------------------------------------------------------------------- parser

@@ -6,6 +6,7 @@ import shutil
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from edge_avatar.clock import ManualTimeBase
@@ -34,6 +35,9 @@ class FakeConversation:
         self.dialogue = FakeDialogue()
         self.said = []
         self.tts = None
+        from edge_avatar.planner.inputs import PlannerInputs
+
+        self.motion = PlannerInputs()    # what the planner reads: the persona shapes the face too
 
     def say(self, text, interrupt=False):
         self.said.append((text, interrupt))
@@ -72,6 +76,10 @@ def test_set_persona_switches_name_and_voice_from_the_persona_library(tmp_path):
     assert result["file"].endswith("robot.yaml")
     assert session.conversation.dialogue.persona.name == result["persona"] != "Ava"
     assert session.conversation.tts is not None
+    from edge_avatar.dialogue.persona import load_persona
+
+    robot = load_persona(tmp_path / "personas" / "robot.yaml")
+    assert np.allclose(session.conversation.motion._persona, robot.persona_vector())
     with pytest.raises(CommandError, match="nobody.yaml"):
         SessionCommandHandlers(session).set_persona("nobody")
     assert session.conversation.dialogue.persona.name == result["persona"]  # a refusal changes nothing

@@ -710,6 +710,11 @@ class PlannerInputs:
             self._pending_turns = [p for p in self._pending_turns if p[0] <= at]   # e.g. "listening" at the old end
             self.counters["speech_cleared"] += 1
 
+    def speech_tracks(self) -> list[SpeechTrack]:
+        """A consistent copy of the sentences on the timeline (for captions; read from the tick thread)."""
+        with self._lock:
+            return list(self.tracks)
+
     def speech_end_ns(self) -> int | None:
         """The pts at which the queued speech ends (the last sentence's last sample), None when nothing is queued."""
         with self._lock:

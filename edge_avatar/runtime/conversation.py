@@ -13,6 +13,12 @@ updates turn-taking and puts requests in a bounded queue; the
 tick and the microphone never wait for the brain. ``set_visual_cues`` is
 called by the tick after perception.
 
+Motion: when the session runs a planner it passes its ``PlannerInputs`` as
+``motion``; the conversation tells it the turn state (listening, thinking,
+speaking, idle), the reply's affect and gestures, every sentence queued on the
+speaker with its phoneme timeline on the media clock, and each pause, resume
+or drop of that speech, so the face moves with what is actually heard.
+
 Privacy: the visitor's words are kept in the turn records only when
 ``privacy.log_transcripts`` is on (the demo turns it on: its visitor is a
 script); otherwise ``user_text`` is left out of every report.
@@ -92,8 +98,9 @@ class Conversation:
     """Connects an ``AudioToken`` stream to turn-taking, the brain and the speaker."""
 
     def __init__(self, *, clock, speaker, dialogue, tts, turn_taker, include_user_text: bool,
-                 request_queue_size: int = 8):
+                 request_queue_size: int = 8, motion=None):
         self.clock = clock
+        self.motion = motion                     # the planner's PlannerInputs, or None
         self.speaker = speaker
         self.dialogue = dialogue
         self.tts = tts
@@ -126,6 +133,7 @@ class Conversation:
             self._visit_closed = False
         if state == "engaged" and not self._engaged and not self._visit_closed:
             self._engaged = True
+            self._turn_state("listening", pts_ns)
             self.dialogue.start_visit()
             self._emit("visitor_engaged", pts_ns)
             self._enqueue_avatar_turn("greeting", lambda r: self.dialogue.greet(r.turn_id, pts_ns))
@@ -163,6 +171,8 @@ class Conversation:
             final_start_ns=final_start_ns,
             face_visible=face_visible, face_attending=attending, mouth_closed=mouth_closed,
             avatar_speaking=self.speaker.queued_ms > 0 and not self.speaker.paused)
+        if self.motion is not None:
+            self.motion.set_audio(token)
         for event in self.turn_taker.update(frame):
             self._on_turn_event(event)
 
@@ -178,9 +188,12 @@ class Conversation:
             record.decided_ns = event.pts_ns
             record.cues = event.cues
             self._emit("turn_end", event.pts_ns, wait_ms=round(event.wait_ms, 1))
+            self._turn_state("thinking", event.pts_ns)
             self.requests.put(_Request(record, text_to_answer=event.text))
         elif event.kind == "pause_speech":
             self.speaker.pause()
+            if self.motion is not None:
+                self.motion.pause_speech(self.clock.now_ns())
             onset_ns = event.cues.get("onset_ns")
             with self._lock:
                 current = self._speaking_record
@@ -188,6 +201,8 @@ class Conversation:
                 current.barge_in_stop_ms = round((event.pts_ns - onset_ns) / 1e6, 1)
         elif event.kind == "resume_speech":
             self.speaker.resume()
+            if self.motion is not None:
+                self.motion.resume_speech(self.clock.now_ns())
             with self._lock:
                 if self._speaking_record is not None:
                     self._speaking_record.barge_in_stop_ms = None
@@ -204,7 +219,12 @@ class Conversation:
         self.requests.put(ControlMessage("interrupt"))
         self.speaker.clear()
         self.speaker.resume()
-        self._emit("barge_in", self.clock.now_ns())
+        now_ns = self.clock.now_ns()
+        if self.motion is not None:
+            self.motion.clear_speech(now_ns)
+            self.motion.set_reply(None)
+        self._turn_state("listening", now_ns)
+        self._emit("barge_in", now_ns)
 
     # ------------------------------------------------------------------ helpers
 
@@ -233,6 +253,11 @@ class Conversation:
 
     def _enqueue_avatar_turn(self, kind: str, reply_factory) -> None:
         self.requests.put(_Request(self._new_record(kind), reply_factory=reply_factory))
+
+    def _turn_state(self, state: str, pts_ns: int | None) -> None:
+        """Tell the planner the turn state from ``pts_ns`` on (a future pts schedules it)."""
+        if self.motion is not None:
+            self.motion.set_turn_state(state, pts_ns)
 
     def _emit(self, kind: str, pts_ns: int, **fields: Any) -> None:
         entry = {"pts_s": round(pts_ns / 1e9, 3), "kind": kind, **fields}
@@ -270,6 +295,7 @@ class ConversationWorker(Worker):
         record = item.record
         base = c.clock.time_base
         start_ns = base.monotonic_ns()
+        reply = None
         if item.text_to_answer is not None:
             final = c.final_text_for(record.end_of_speech_ns, c.final_wait_s)
             if final and final.strip() and final != item.text_to_answer:
@@ -279,26 +305,37 @@ class ConversationWorker(Worker):
             reply = c.dialogue.respond(text, record.turn_id, pts_ns=record.decided_ns)
             self._fill(record, reply)
         elif item.reply_factory is not None:
-            self._fill(record, item.reply_factory(record))
+            reply = item.reply_factory(record)
+            self._fill(record, reply)
+        if c.motion is not None and reply is not None:
+            c.motion.set_reply(reply)
         record.reply_compute_ms = (base.monotonic_ns() - start_ns) / 1e6
         if not record.reply_text:
             return
         with c._lock:
             c._speaking_record = record
             c._synthesising = True
+        motion = c.motion
         try:
             from edge_avatar.speech import speak_streaming  # noqa: PLC0415
 
             def on_segment(queued) -> None:
                 record.sentences_queued += 1
+                if motion is not None and not record.interrupted:
+                    motion.add_speech(queued)
                 if record.first_audio_ns is None:
                     record.first_audio_ns = queued.first_sample_pts_ns
+                    c._turn_state("speaking", queued.first_sample_pts_ns)
 
             speak_streaming(c.tts, record.reply_text, c.speaker, on_segment=on_segment,
                             should_stop=lambda: record.interrupted)
         finally:
             with c._lock:
                 c._synthesising = False
+        if motion is not None and not record.interrupted:
+            # Back to listening (idle once the visitor has gone) when the last queued sample has been heard.
+            end_ns = motion.speech_end_ns()
+            c._turn_state("listening" if c._engaged else "idle", end_ns)
         if record.kind == "answer":
             c._emit("turn_done", record.first_audio_ns or 0, turn_id=record.turn_id, tier=record.tier,
                     response_latency_ms=record.to_json(False)["response_latency_ms"],

@@ -71,6 +71,8 @@ class SessionCommandHandlers:
             raise CommandError("invalid_persona", f"{path}: {exc}") from None
         conversation.dialogue.persona = loaded
         conversation.tts = tts  # the next reply speaks with the new voice; the current one finishes
+        if conversation.motion is not None:  # the face takes on the new persona's manner too
+            conversation.motion.set_persona(loaded.persona_vector())
         if self.session.fleet is not None:
             self.session.fleet.update_status(persona=loaded.name)
         return {"persona": loaded.name, "file": str(path)}

@@ -44,6 +44,7 @@ class SessionOptions:
     null_models: bool = False               # bench: no perception, constant planner and renderer
     listen: bool = True                     # run the microphone / listening / conversation workers
     placeholder_perception: bool = False    # tests: the luminance stand-in instead of the vision models
+    placeholder_motion: bool = False        # tests: the envelope planner and sketch face instead of the networks
     fleet: bool = True                      # report over MQTT (or the local JSON-lines file)
     systemd: bool = True                    # sd_notify READY / WATCHDOG when started by systemd
     on_tick: Callable | None = None
@@ -81,6 +82,9 @@ class Session:
         self.listening = None
         self.conversation = None
         self.fleet = None
+        self.planner = None
+        self.renderer = None
+        self.motion_stream = None
         self.notifier = None
         self.watchdog = None
         self.loop: AvatarLoop | None = None
@@ -89,6 +93,8 @@ class Session:
         self._last_camera_event = 0
         self._stopped = threading.Event()
         self.output_info: dict[str, Any] = {}
+        self.lip_sync: dict[str, Any] | None = None
+        self.mouth_track = None                  # lipsync.MouthTrack of the finished file (for report.html)
         self.error: str | None = None
 
     # ------------------------------------------------------------------ build
@@ -120,9 +126,21 @@ class Session:
                 renderer = _NullRenderer(cfg.render.width_px, cfg.render.height_px)
             else:
                 perception = self._build_perception()
-                voice = (lambda: self._listener_worker.voice_rms) if self.workers else (lambda: 0.0)
-                planner = placeholders.EnvelopePlanner(envelope, voice_level=voice)
-                renderer = placeholders.SketchRenderer(cfg.render.width_px, cfg.render.height_px)
+                planner = self._build_planner(envelope)
+                renderer = self._build_renderer()
+            self.planner, self.renderer = planner, renderer
+            inputs = getattr(planner, "inputs", None)
+            if cfg.display.show_captions and inputs is not None:
+                from edge_avatar.outputs.captions import CaptionedSink, planner_captions  # noqa: PLC0415
+
+                self.sink = CaptionedSink(self.sink, planner_captions(inputs), cfg.display.width_px,
+                                          cfg.display.height_px, tuple(cfg.display.background_rgb))
+            if cfg.avatar.stream_enabled and not self.options.null_models:
+                from edge_avatar.render.stream import MotionStream  # noqa: PLC0415
+
+                self.motion_stream = MotionStream(cfg.avatar)
+                host, port = self.motion_stream.start()
+                log.info("motion stream on ws://%s:%d%s", host, port, cfg.avatar.stream_path)
 
             self.loop = AvatarLoop(
                 clock=self.clock,
@@ -159,6 +177,38 @@ class Session:
         except BaseException:
             self._close_devices()
             raise
+
+    def _build_planner(self, envelope):
+        """The distilled planner (or the reference engine) fed by the conversation; the stand-in for tests."""
+        if self.options.placeholder_motion:
+            voice = (lambda: self._listener_worker.voice_rms) if self.workers else (lambda: 0.0)
+            return placeholders.EnvelopePlanner(envelope, voice_level=voice)
+        from edge_avatar.planner.runtime import build_planner  # noqa: PLC0415
+
+        planner = build_planner(self.config)
+        if hasattr(planner, "warm_up"):
+            planner.warm_up()
+        feed = planner.inputs
+        if self.conversation is not None:
+            self.conversation.motion = feed
+            feed.set_persona(self.conversation.dialogue.persona.persona_vector())
+        feed.set_turn_state("idle", 0)
+        return planner
+
+    def _build_renderer(self):
+        """The face the config asks for: the neural student, the reference teacher, or the sketch."""
+        cfg = self.config
+        choice = "sketch" if self.options.placeholder_motion else cfg.avatar.renderer
+        if choice == "sketch":
+            return placeholders.SketchRenderer(cfg.render.width_px, cfg.render.height_px)
+        if choice == "teacher":
+            from edge_avatar.render.teacher import TeacherRenderer  # noqa: PLC0415
+
+            return TeacherRenderer(cfg.render.width_px, cfg.render.height_px, 3, tuple(cfg.display.background_rgb))
+        from edge_avatar.render.neural import NeuralRenderer  # noqa: PLC0415
+
+        return NeuralRenderer(cfg.render.width_px, cfg.render.height_px, tuple(cfg.display.background_rgb),
+                              cfg.backend, model_path=cfg.avatar.model_file or None)
 
     def _build_perception(self):
         if self.options.placeholder_perception or not self.config.perception.enabled:
@@ -225,7 +275,28 @@ class Session:
             raise
         finally:
             self._close_devices()
+        self._measure_lip_sync()
         return self.report()
+
+    def _measure_lip_sync(self) -> None:
+        """Lip sync from the finished file's pixels and audio (``edge_avatar.render.lipsync``), per turn."""
+        path = self.output_info.get("path")
+        if not self.config.output.measure_lip_sync or not path or self.options.null_models or self.error:
+            return
+        from edge_avatar.render.lipsync import LipSyncError, analyse_mp4, measure_turns  # noqa: PLC0415
+
+        starts = [t["first_audio_s"] for t in self.conversation.turns_json()] if self.conversation else []
+        try:
+            from edge_avatar.perception.pipeline import VisionPerception  # noqa: PLC0415
+
+            # A fresh instance: the live one keeps the visitor's last state for the report.
+            track = analyse_mp4(path, VisionPerception.from_config(self.config),
+                                progress=lambda m: log.info("%s", m))
+            self.lip_sync = measure_turns(track, starts)
+            self.mouth_track = track
+        except LipSyncError as exc:
+            log.warning("lip sync not measured: %s", exc)
+            self.lip_sync = {"error": str(exc)}
 
     def stop(self) -> None:
         """Safe from a signal handler: asks the loop to finish its tick and return."""
@@ -245,6 +316,8 @@ class Session:
             self.conversation.set_visual_cues(face is not None, bool(face is not None and face.attending > 0.5),
                                               mouth_closed)
             self.conversation.on_engagement(result.engagement, state.pts_ns)
+        if self.motion_stream is not None and state.motion is not None:
+            self.motion_stream.publish(state.motion)
         if self.fleet is not None and self.loop is not None:
             events = self.loop.counters.events
             for event in events[self._last_camera_event:]:
@@ -279,6 +352,8 @@ class Session:
                     device.close()
                 except Exception:  # noqa: BLE001 - closing must go on
                     log.exception("closing %s", getattr(device, "uri", device))
+        if self.motion_stream is not None:
+            self.motion_stream.close()
         if self.speaker is not None:
             self.speaker.close()
         if self.sink is not None and not self.output_info:
@@ -292,6 +367,25 @@ class Session:
             self.fleet.stop()
             self.fleet = None
 
+    @staticmethod
+    def _component_stats(component: Any) -> dict[str, Any]:
+        if component is None:
+            return {}
+        out: dict[str, Any] = {"kind": type(component).__name__}
+        stats = getattr(component, "stats", None)
+        if callable(stats):
+            out.update(stats())
+        counters = getattr(component, "counters", None)
+        if isinstance(counters, dict):
+            out["counters"] = dict(counters)
+        inputs = getattr(component, "inputs", None)
+        if inputs is not None and isinstance(getattr(inputs, "counters", None), dict):
+            out["input_counters"] = dict(inputs.counters)
+        model = getattr(component, "model_path", None)
+        if model is not None:
+            out.setdefault("model", str(model))
+        return out
+
     def _perception_summary(self) -> dict[str, Any]:
         if self.perception is None:
             return {"models": "placeholder" if not self.options.null_models else "none"}
@@ -304,6 +398,9 @@ class Session:
         cfg = self.config
         loop_report = self.loop.report() if self.loop else {}
         turns = self.conversation.turns_json() if self.conversation else []
+        sync = self.lip_sync or {}
+        for turn, offset in zip(turns, sync.get("turns", [])):
+            turn["av_offset_ms"] = offset
         latencies = [t["response_latency_ms"] for t in turns if t["response_latency_ms"] is not None]
         speaker = self.speaker
         return {
@@ -311,6 +408,7 @@ class Session:
             "edge_avatar_version": __version__,
             "board": cfg.board.name,
             "backend": cfg.backend.name,
+            "tick_rate_hz": cfg.loop.tick_rate_hz,
             "sources": {"camera": cfg.camera.uri, "microphone": cfg.microphone.uri,
                         "output": cfg.output.uri, "audio_output": cfg.audio_output.uri},
             **loop_report,
@@ -318,8 +416,13 @@ class Session:
             "response_latency_ms": _summary(latencies),
             "end_of_turn_wait_ms": _summary([t["end_of_turn_wait_ms"] for t in turns
                                              if t.get("end_of_turn_wait_ms") is not None]),
+            "av_offset_ms": _offset_summary([t["av_offset_ms"] for t in turns if t.get("av_offset_ms") is not None]),
+            "lip_sync": {k: v for k, v in sync.items() if k not in ("turns",)} if sync else None,
             "conversation_events": self.conversation.events if self.conversation else [],
             "perception": self._perception_summary(),
+            "planner": self._component_stats(self.planner),
+            "renderer": self._component_stats(self.renderer),
+            "motion_stream": self.motion_stream.stats() if self.motion_stream is not None else None,
             "listening": self.listening.listener.stats() if self.listening else {},
             "workers": {w.worker_name: w.stats() for w in self.workers},
             "queues": queue_stats(self.queues),
@@ -345,9 +448,34 @@ def _summary(values: list[float]) -> dict[str, float | int]:
             "p95": round(float(np.percentile(arr, 95)), 1), "max": round(float(arr.max()), 1)}
 
 
+def _offset_summary(offsets_ms: list[float]) -> dict[str, float | int]:
+    """Lip-sync offsets: p50/p95/max of their size (the target is on |offset|), and the signed median."""
+    summary = _summary([abs(v) for v in offsets_ms])
+    if offsets_ms:
+        summary["signed_p50"] = round(float(np.median(offsets_ms)), 1)
+    return summary
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_report_files(session: "Session", report: dict[str, Any], path: str | Path) -> list[Path]:
+    """report.json, and report.html beside it when the config asks (with the lip-sync traces if measured)."""
+    written = [write_report(report, path)]
+    if session.config.output.write_html_report:
+        from edge_avatar.render.lipsync import envelope_at  # noqa: PLC0415
+        from edge_avatar.runtime.report_html import write_report_html  # noqa: PLC0415
+
+        track = session.mouth_track
+        opening = envelope = None
+        fps = float(session.config.loop.tick_rate_hz)
+        if track is not None:
+            opening, fps = track.opening, track.fps
+            envelope = envelope_at(track.audio, track.times_s, 1.0 / track.fps)
+        written.append(write_report_html(report, Path(path).with_suffix(".html"), opening, envelope, fps))
+    return written
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
