@@ -124,3 +124,17 @@ def test_running_twice_gives_the_same_conversation(runs):
                 for t in report["turns"]]
 
     assert words(a) == words(b)
+
+
+def test_the_demo_benchmark_reads_the_targets_off_the_report(run):
+    from edge_avatar.bench.demo_bench import summarise_demo_report
+
+    _, report = run
+    summary = summarise_demo_report(report)
+    assert summary["frames"]["rendered"] == report["frames"]["rendered"]
+    assert summary["av_offset_ms_per_turn"] == [t["av_offset_ms"] for t in report["turns"]]
+    met = summary["targets_met"]
+    assert met["peak_memory"] == (report["memory_mb"]["peak_rss"] < 1536)
+    assert met["av_offset_every_turn"] == all(abs(t["av_offset_ms"]) <= 40 for t in report["turns"])
+    worse = {**report, "frames": {**report["frames"], "dropped_pct": 5.0}}
+    assert summarise_demo_report(worse)["targets_met"]["dropped_pct"] is False
