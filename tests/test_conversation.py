@@ -177,3 +177,26 @@ def test_no_second_greeting_while_the_visitor_walks_away():
     assert wait_for(lambda: len(conversation.turns) == 3 and conversation.turns[2].reply_text)
     conversation.worker.stop()
     assert [t.kind for t in conversation.turns] == ["greeting", "farewell", "greeting"]
+
+
+def test_a_turn_closed_before_any_words_were_decoded_is_answered_from_the_final():
+    """A short "Thank you!" can end before the ASR has a partial: wait for its final, or drop a wordless sound."""
+    conversation, turns, _, _ = make()
+    conversation.final_wait_s = 0.5
+    turns.pending = [TurnEvent("end_of_turn", 5_000_000_000, end_of_speech_ns=4_800_000_000, text="")]
+    conversation.on_audio_token(token(4_990_000_000))
+    time.sleep(0.1)
+    late_final = SimpleNamespace(is_final=True, rejected="", text="thank you", start_ns=4_200_000_000,
+                                 end_ns=4_790_000_000)
+    conversation.on_audio_token(SimpleNamespace(**{**vars(token(5_100_000_000)), "events": (late_final,)}))
+    assert wait_for(lambda: conversation.turns and conversation.turns[0].reply_text)
+    record = conversation.turns[0]
+    assert record.kind == "answer" and record.user_text == "thank you"
+    assert record.end_of_speech_ns == 4_800_000_000 and record.decided_ns == 5_000_000_000
+    assert record.cues["answered_from"] == "final"
+    # A cough: turn-taking closes a turn, no words ever come; nothing is answered, nothing recorded.
+    turns.pending = [TurnEvent("end_of_turn", 9_000_000_000, end_of_speech_ns=8_800_000_000, text="")]
+    conversation.on_audio_token(token(8_990_000_000))
+    time.sleep(0.9)
+    conversation.worker.stop()
+    assert len(conversation.turns) == 1

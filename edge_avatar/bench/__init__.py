@@ -18,6 +18,8 @@ from edge_avatar import __version__
 # Modules that register benchmarks when imported; each capability adds its own here.
 BENCH_MODULES: tuple[str, ...] = (
     "edge_avatar.bench.loop_bench",
+    "edge_avatar.bench.demo_bench",
+    "edge_avatar.bench.projection",
     "edge_avatar.listening.bench",
     "edge_avatar.fleet.bench",
     "edge_avatar.perception.bench",

@@ -89,9 +89,10 @@ class TurnRecord:
 
 @dataclass
 class _Request:
-    record: TurnRecord
+    record: TurnRecord | None
     text_to_answer: str | None = None   # None: speak record.reply_text as it is
     reply_factory: Any = None           # callable(record) -> Reply, for greetings and farewells
+    unheard_turn: Any = None            # an end-of-turn event decided before any words were decoded
 
 
 class Conversation:
@@ -181,15 +182,11 @@ class Conversation:
     def _on_turn_event(self, event) -> None:
         if event.kind == "end_of_turn":
             if not event.text.strip():
-                return  # a sound with no words: nothing to answer
-            record = self._new_record("answer")
-            record.user_text = event.text
-            record.end_of_speech_ns = event.end_of_speech_ns
-            record.decided_ns = event.pts_ns
-            record.cues = event.cues
-            self._emit("turn_end", event.pts_ns, wait_ms=round(event.wait_ms, 1))
-            self._turn_state("thinking", event.pts_ns)
-            self.requests.put(_Request(record, text_to_answer=event.text))
+                # A short utterance ("Thank you!") can end before the ASR has decoded any of it; the worker
+                # waits briefly for its final words and answers them, or drops a sound that had none.
+                self.requests.put(_Request(None, unheard_turn=event))
+                return
+            self.requests.put(_Request(self._answer_record(event, event.text), text_to_answer=event.text))
         elif event.kind == "pause_speech":
             self.speaker.pause()
             if self.motion is not None:
@@ -254,6 +251,17 @@ class Conversation:
     def _enqueue_avatar_turn(self, kind: str, reply_factory) -> None:
         self.requests.put(_Request(self._new_record(kind), reply_factory=reply_factory))
 
+    def _answer_record(self, event, text: str) -> TurnRecord:
+        """The record of a visitor turn that turn-taking has closed (``event``: its end_of_turn)."""
+        record = self._new_record("answer")
+        record.user_text = text
+        record.end_of_speech_ns = event.end_of_speech_ns
+        record.decided_ns = event.pts_ns
+        record.cues = event.cues
+        self._emit("turn_end", event.pts_ns, wait_ms=round(event.wait_ms, 1))
+        self._turn_state("thinking", event.pts_ns)
+        return record
+
     def _turn_state(self, state: str, pts_ns: int | None) -> None:
         """Tell the planner the turn state from ``pts_ns`` on (a future pts schedules it)."""
         if self.motion is not None:
@@ -292,6 +300,15 @@ class ConversationWorker(Worker):
                 c.requests.clear_media()
             return
         self._interrupted.clear()
+        if item.record is None:
+            event = item.unheard_turn
+            final = c.final_text_for(event.end_of_speech_ns, c.final_wait_s)
+            if not final or not final.strip():
+                log.info("an utterance ending at %.2f s had no words; not answered", event.end_of_speech_ns / 1e9)
+                return
+            record = c._answer_record(event, final)
+            record.cues = {**record.cues, "answered_from": "final", "partial": ""}
+            item = _Request(record, text_to_answer=final)
         record = item.record
         base = c.clock.time_base
         start_ns = base.monotonic_ns()
