@@ -144,6 +144,18 @@ def test_segmenter_hysteresis_hangover_and_min_length():
     assert events[-1].kind == "end" and events[-1].discarded
 
 
+def test_segmenter_says_when_the_voice_has_stopped_inside_an_open_segment():
+    """Turn-taking measures silence from the pause, not from the end of the hangover."""
+    seg = Segmenter(ListeningConfig(vad_hangover_ms=96, vad_min_speech_ms=32, vad_speech_pad_ms=0))
+    states = []
+    for w in _windows([0.9, 0.9, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1]):
+        seg.push(w)
+        states.append((seg.in_speech, seg.pausing))
+    # 96 ms of hangover = 3 windows: the pause at window 4 ends the segment at window 6.
+    assert states == [(True, False), (True, False), (True, True), (True, False), (True, True), (True, True),
+                      (False, False), (False, False)]
+
+
 def test_segmenter_cuts_at_max_segment_length():
     config = ListeningConfig(max_segment_ms=1000, vad_speech_pad_ms=0)
     seg = Segmenter(config)

@@ -315,7 +315,8 @@ class Listener:
             double_talk=far and self.segmenter.in_speech, echo_erle_db=info.erle_db if info else 0.0,
             input_status=status, segment_id=self.segmenter.segment_id if self.segmenter.in_speech else -1,
             segment_started=self._pending_started, segment_ended=self._pending_ended,
-            partial_text=self.partial_text, events=tuple(self._collect_events()))
+            partial_text=self.partial_text, events=tuple(self._collect_events()),
+            voice_paused=self.segmenter.pausing)
         self._pending_started = self._pending_ended = None
         self._seq += 1
         if self.on_token is not None:

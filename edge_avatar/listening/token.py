@@ -121,6 +121,10 @@ class AudioToken:
     segment_ended: SpeechSegment | None = None
     partial_text: str = ""
     events: tuple[TranscriptEvent, ...] = field(default_factory=tuple)
+    # Inside a segment whose speech has stopped, while the VAD's hangover decides whether it resumes:
+    # the visitor is silent *now* although the segment is still open. Turn-taking times its silence (and
+    # the end of speech it reports) from here, not from the end of the hangover. Not in the vector.
+    voice_paused: bool = False
 
     def to_vector(self) -> np.ndarray:
         """(AUDIO_TOKEN_SIZE,) float32 in AUDIO_TOKEN_FIELDS order."""

@@ -148,6 +148,11 @@ class Segmenter:
         self._pause_start: int | None = None
         self._last_end = 0   # end of the previous segment: the next one may not start before it
 
+    @property
+    def pausing(self) -> bool:
+        """Inside a segment, the speech has stopped and the hangover is running (it ends unless speech resumes)."""
+        return self.in_speech and self._pause_start is not None
+
     def push(self, window: VadWindow) -> list[SegmentEvent]:
         events: list[SegmentEvent] = []
         p = window.probability

@@ -167,7 +167,10 @@ class Conversation:
                     self._finals_cond.notify_all()
         face_visible, attending, mouth_closed = self._visual
         frame = ListeningFrame(
-            pts_ns=token.pts_ns, voice_active=token.voice_active, pitch_hz=token.pitch_hz,
+            # Silent now even if the VAD keeps the segment open for its hangover: the end of speech (and the
+            # silence turn-taking waits for) is measured from when the voice actually stopped.
+            pts_ns=token.pts_ns, voice_active=token.voice_active and not getattr(token, "voice_paused", False),
+            pitch_hz=token.pitch_hz,
             energy_dbfs=token.energy_dbfs, partial_text=token.partial_text, final_text=final_text,
             final_start_ns=final_start_ns,
             face_visible=face_visible, face_attending=attending, mouth_closed=mouth_closed,
