@@ -118,7 +118,11 @@ class Conversation:
         self._visit_closed = False               # farewell said; a new visit starts only once they were gone
         self._finals: list = []                  # recent (start_ns, end_ns, text) final transcripts
         self._finals_cond = threading.Condition()
-        self.final_wait_s = 1.5                  # how long an answer may wait for the ASR's final words
+        # How long an answer may wait for the ASR's final words. A final normally comes 0.3-0.5 s after the
+        # end of speech; on an overloaded CPU it can take seconds, and answering a half-decoded partial
+        # ("where is the car...") gives a wrong answer, which is worse than a late one. Only a stuck ASR
+        # reaches this bound.
+        self.final_wait_s = 4.0
         self.events: list[dict[str, Any]] = []   # for the report (and the fleet's events topic)
         self.event_listeners: list = []          # callables(kind, **fields)
         self.worker = ConversationWorker(self)
