@@ -13,7 +13,8 @@ def test_train_and_eval_renderer_parse():
     args = parser.parse_args(["train", "renderer", "--quick", "--epochs", "2", "--out", "x"])
     assert args.func is cmd_train_renderer and args.quick and args.epochs == 2 and args.out == "x"
     args = parser.parse_args(["eval", "renderer", "--frames", "4", "--set", "render.width_px=256"])
-    assert args.func is cmd_eval_renderer and args.frames == 4
+    assert args.func is cmd_eval_renderer and args.frames == 4 and not args.int8
+    assert parser.parse_args(["eval", "renderer", "--int8"]).int8
 
 
 def test_groups_are_shared_not_added_twice():

@@ -58,6 +58,9 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--out", default=DEFAULT_EVAL_OUT, help="output directory for sheets and metrics.json")
     p.add_argument("--model", default=None, help="ONNX file (default engines/renderer_<render size>.onnx)")
     p.add_argument("--supersample", type=int, default=3, help="the teacher's supersampling")
+    p.add_argument("--int8", action="store_true",
+                   help="also quantize the student to INT8 (ONNX Runtime, Q/DQ) and measure what it costs "
+                        "(int8.json: PSNR/SSIM vs the teacher next to fp32, CPU ms)")
     p.set_defaults(func=cmd_eval_renderer)
 
 
@@ -85,12 +88,16 @@ def cmd_eval_renderer(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         result = evaluate_renderer(config, frames=args.frames, out_dir=Path(args.out), model=args.model,
-                                   supersample=args.supersample, seed=EVAL_SEED, progress=progress)
+                                   supersample=args.supersample, seed=EVAL_SEED, progress=progress,
+                                   int8=args.int8)
     except FileNotFoundError as exc:
         print(f"error: {exc}")
         return EXIT_FAILED
     progress(f"eval renderer ({size}px): PSNR {result['psnr_db']['mean']:.2f} dB, "
              f"SSIM {result['ssim']['mean']:.4f} over {result['frames']} held-out frames "
              f"in {time.monotonic() - started:.0f} s -> {args.out}/")
+    for name, v in result.get("int8", {}).get("variants", {}).items():
+        progress(f"eval renderer: INT8 ({name}) costs {v['cpu_kernels']['psnr_cost_db']:.2f} dB on the CPU kernels, "
+                 f"{v['exact_qdq']['psnr_cost_db']:.2f} dB as exact Q/DQ")
     print(json.dumps(result, indent=2))
     return EXIT_OK

@@ -80,6 +80,28 @@ def mouth_opening(image: np.ndarray) -> float:
     return max(0.0, (height_frac - MOUTH_CLOSED_HEIGHT_FRAC) / MOUTH_OPEN_RANGE_FRAC)
 
 
+def eye_white_px(image: np.ndarray) -> tuple[int, int]:
+    """Pixels of the white of each eye (the avatar's left, right) with the head at rest, from the pixels alone.
+
+    Bright, grey pixels (luma > 150, green > 0.84 red: skin is as bright but much redder) in a box around
+    where each eye is at rest, sized from ``layout`` so any frame size works. The teacher shows about 30 per
+    eye at 256 px with the eyes open, a few half closed and none closed: the check that a lid really closes.
+    """
+    from edge_avatar.render import layout  # noqa: PLC0415
+
+    h = image.shape[0]
+    unit = layout.HEAD_UNIT_FRAC * h
+    counts = []
+    for sign in (1, -1):                    # +1: the avatar's left eye, on the viewer's right
+        x = layout.HEAD_CENTER_FRAC[0] * image.shape[1] + layout.HEAD_RADII_UPPER[0] * np.sin(sign * 0.38) * unit
+        y = layout.HEAD_CENTER_FRAC[1] * h - 0.04 * unit
+        patch = image[int(y - 0.14 * unit):int(y + 0.14 * unit) + 1,
+                      int(x - 0.22 * unit):int(x + 0.22 * unit) + 1].astype(np.float32)
+        luma = patch @ np.array([0.299, 0.587, 0.114], np.float32)
+        counts.append(int(((patch[..., 1] > 0.84 * patch[..., 0]) & (luma > 150)).sum()))
+    return counts[0], counts[1]
+
+
 # Calibrated against the teacher (tests/test_render_teacher.py checks them): mouth height / frame height.
 MOUTH_CLOSED_HEIGHT_FRAC = 0.040
 MOUTH_OPEN_RANGE_FRAC = 0.046

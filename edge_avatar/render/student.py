@@ -9,14 +9,30 @@ and that TensorRT can run as INT8. Its structure is the teacher's, learned:
   image, so every eye sample teaches both), one for the mouth, jaw, nose
   and cheeks, one coarse decoder for smooth changes (blush, puff); their
   outputs are residuals added at fixed places to a learned static texture;
+- each eye is two layers, as a real one is: a learned *eyeball* (sclera,
+  iris, pupil, catch-lights; one per eye, as the light comes from one side)
+  that slides under the lids by a learned linear
+  function of the gaze (eye angles and eyeLook*), seen through an *opening*
+  (a learned map at rest plus the eye decoder's residual logit), and over it
+  the decoder's paint (lids, lashes, crease, brow) with its coverage. A
+  decoder that had to paint a moving iris itself smeared it into a blur at
+  every gaze but the rest one, and half-closed eyes into a dark slit;
 - a geometry decoder predicts, at a quarter of the frame size, where every
   pixel looks in the chart (a sampling grid), the head's coverage as a
-  smooth logit, a shadow factor for the body and six lighting features; all
+  smooth logit, a shadow factor for the body and three lighting features; all
   of them are smooth, so they are upsampled bilinearly, and the logit made
-  sharp only at full size, which keeps edges crisp and cheap;
-- at full size, one grid sample fetches albedo, slopes and gloss, a 1x1
-  convolution "shader" turns slopes + lighting features into a light colour
-  and an added colour, and the head is laid over a learned body layer.
+  sharp only at full size, which keeps edges crisp and cheap. It sees only
+  what moves the teacher's geometry -- the head's angles, the jaw, the cheeks
+  and the blendshapes whose painted relief shifts the parallax -- and not the
+  eyes (eyeBlink, eyeSquint, eyeWide, eyeLook*, the eye angles), which change
+  nothing but the chart: given them, it learned to warp the grid around the
+  eyes (squeezing the eye white out of view to fake a blink, or hiding eyes
+  the texture decoder drew badly), which left a ghost of the eye white
+  through a closed lid and blurred open eyes;
+- at full size, one grid sample fetches albedo and relief (a learned mix of
+  the slopes), a 1x1 convolution "shader" turns relief + lighting features
+  into a light colour and an added colour, and the head is laid over a
+  learned body layer.
 
 The static texture, the body layer and the geometry's base fields start from
 the teacher's neutral frame, so the decoders learn residuals from the first
@@ -39,6 +55,7 @@ from edge_avatar.motion import (
     BLENDSHAPE_INDEX,
     EYE_LIMITS_DEG,
     HEAD_LIMITS_DEG,
+    HEAD_SLICE,
     MOTION_FRAME_SIZE,
 )
 from edge_avatar.render import layout
@@ -49,7 +66,13 @@ LIGHT_FEATURES = 3
 PATCH_CHANNELS = 5   # the chart's channels: albedo RGB, slope along u, slope along v
 PAINT_CHANNELS = 6   # what the eye and mouth decoders paint: those five and a coverage (alpha) logit
 SAMPLED_CHANNELS = 4  # what is looked up per pixel: albedo RGB and one relief channel
+EYE_CHANNELS = PAINT_CHANNELS + 1   # the eye decoder also gives the eye opening's logit (a residual)
 INITIAL_EDGE_SHARPNESS = 3.0
+
+# The eyeball layer of the avatar's left eye (the right one is its mirror image), in chart units: where the
+# iris sits at rest, and the half extent of the layer around it (integer texels at 80 and 160 per unit).
+IRIS_REST_UV = (0.38, 0.035)
+EYEBALL_HALF_UV = (0.4, 0.45)
 
 
 def motion_scale() -> np.ndarray:
@@ -70,6 +93,18 @@ def eye_inputs() -> tuple[np.ndarray, np.ndarray]:
         idx.append(row)
         sign.append([1.0] * (len(row) - 2) + [yaw_sign, 1.0])
     return np.asarray(idx, np.int64), np.asarray(sign, np.float32)
+
+
+def geometry_inputs() -> np.ndarray:
+    """Indices of what can move the teacher's geometry: every blendshape but the eyes' own, and the head angles.
+
+    (Measured with the teacher: eyeBlink/Squint/Wide/Look* and the eye angles leave its chart coordinates,
+    coverage and shadow exactly unchanged; gesture channels never touch the face.)
+    """
+    eye_only = ("eyeBlink", "eyeSquint", "eyeWide", "eyeLookUp", "eyeLookDown", "eyeLookIn", "eyeLookOut")
+    names = [n for n in ARKIT_BLENDSHAPES if not n.startswith(eye_only)]
+    head = list(range(HEAD_SLICE.start, HEAD_SLICE.stop))
+    return np.asarray([BLENDSHAPE_INDEX[n] for n in names] + head, np.int64)
 
 
 def mouth_inputs() -> np.ndarray:
@@ -165,7 +200,12 @@ class Decoder(nn.Module):
 class RendererStudent(nn.Module):
     """Motion (B, 64) -> premultiplied RGBA (B, 4, S, S) and the intermediate fields (see the docstring)."""
 
-    def __init__(self, size_px: int, static_texture: np.ndarray, body_rgba: np.ndarray, base_fields: np.ndarray):
+    def __init__(self, size_px: int, static_texture: np.ndarray, body_rgba: np.ndarray, base_fields: np.ndarray,
+                 eyeball: np.ndarray, eye_opening: np.ndarray, gaze_weight: np.ndarray):
+        """The starting point (``train.initial_tensors``): static chart (5, Ht, Wt), body layer (4, S, S), geometry
+        base fields (7, S/4, S/4), eyeball layers (2, 5, He, We: the left eye, the right one mirrored), eye
+        opening logits at rest (1, h, w) of the eye patch, and the gaze's iris shift per eye input (2, 15) in
+        chart units."""
         super().__init__()
         self.shape = StudentShape(size_px)
         sh = self.shape
@@ -175,23 +215,34 @@ class RendererStudent(nn.Module):
         self.register_buffer("eye_idx", torch.from_numpy(idx.reshape(-1)), persistent=False)
         self.register_buffer("eye_sign", torch.from_numpy(sign).view(1, 2, -1), persistent=False)
         self.register_buffer("mouth_idx", torch.from_numpy(mouth_inputs()), persistent=False)
+        self.register_buffer("geo_idx", torch.from_numpy(geometry_inputs()), persistent=False)
         eye_hw = sh.patch_hw(layout.EYE_PATCH)
         self.register_buffer("flip_idx", torch.arange(eye_hw[1] - 1, -1, -1), persistent=False)
         self.register_buffer("mirror_sign", torch.tensor([1, 1, 1, -1, 1, 1], dtype=torch.float32).view(1, 6, 1, 1),
+                             persistent=False)
+        self.register_buffer("eye_grid", torch.from_numpy(eyeball_grid(sh.texels_per_unit)).unsqueeze(0),
+                             persistent=False)                                     # (1, h, w, 2)
+        self.register_buffer("gaze_to_grid", torch.tensor([1.0 / EYEBALL_HALF_UV[0], -1.0 / EYEBALL_HALF_UV[1]]),
                              persistent=False)
         self.register_buffer("eye_side", torch.tensor([[0.0], [1.0]]).view(1, 2, 1), persistent=False)
 
         # The eye decoder is shared by both eyes (the right one painted mirrored), told which side it paints:
         # the fringe makes their surroundings differ.
-        self.eye = Decoder(idx.shape[1] + 1, eye_hw, PAINT_CHANNELS, (48, 32, 24), hidden=96, shuffle=2 * k,
+        self.eye = Decoder(idx.shape[1] + 1, eye_hw, EYE_CHANNELS, (48, 32, 24), hidden=96, shuffle=2 * k,
                            leaky=0.1)
+        self.eye_ball = nn.Parameter(torch.from_numpy(eyeball.astype(np.float32)).unsqueeze(0))   # (1, 2, 5, He, We)
+        self.eye_opening = nn.Parameter(torch.from_numpy(eye_opening.astype(np.float32)).unsqueeze(0))  # (1, 1, h, w)
+        self.eye_gaze = nn.Linear(idx.shape[1] + 1, 2)                             # eye inputs -> iris shift (u, v)
+        with torch.no_grad():
+            self.eye_gaze.weight.copy_(torch.from_numpy(gaze_weight.astype(np.float32)))
+            self.eye_gaze.bias.zero_()
         self.mouth = Decoder(len(mouth_inputs()), sh.patch_hw(layout.MOUTH_PATCH), PAINT_CHANNELS, (48, 40, 24),
                              hidden=128, shuffle=2 * k, leaky=0.1)
         self.coarse = Decoder(56, sh.coarse_hw, PATCH_CHANNELS, (32, 24, 16), hidden=64, shuffle=2 * k, leaky=0.1)
-        for decoder in (self.eye, self.mouth):  # coverage starts near 0: the static chart shows through
-            with torch.no_grad():
-                decoder.out.bias.view(PAINT_CHANNELS, -1)[5].fill_(-4.0)
-        self.geo = Decoder(MOTION_FRAME_SIZE, sh.geo_hw, GEO_FIELDS, (48, 32, 24), hidden=128, shuffle=2 * k,
+        for decoder, channels in ((self.eye, EYE_CHANNELS), (self.mouth, PAINT_CHANNELS)):
+            with torch.no_grad():   # coverage starts near 0: the static chart (and the eyeball) show through
+                decoder.out.bias.view(channels, -1)[5].fill_(-4.0)
+        self.geo = Decoder(len(geometry_inputs()), sh.geo_hw, GEO_FIELDS, (48, 32, 24), hidden=128, shuffle=2 * k,
                            coords=True)
         # Relief = a learned mix of the two slopes (starts as the key light's direction in the chart).
         self.relief = nn.Parameter(torch.tensor([[0.45], [-0.55]]).view(1, 2, 1, 1))
@@ -215,19 +266,33 @@ class RendererStudent(nn.Module):
     def textures(self, motion: torch.Tensor) -> dict[str, torch.Tensor]:
         """The chart texture (B, 4, Ht, Wt) and its pieces, from normalized motion (B, 64).
 
-        The window (B, 5, h, w) is the static chart plus the coarse decoder's smooth change; the eye and
-        mouth decoders then paint over it, each texel blended by its coverage (so closing an eye is
-        painting skin over it, not cancelling the open eye exactly).
+        The window (B, 5, h, w) is the static chart plus the coarse decoder's smooth change; in each eye the
+        eyeball shows through the opening; the eye and mouth decoders then paint over it, each texel blended
+        by its coverage (so closing an eye is painting skin over it, not cancelling the open eye exactly).
         """
         b = motion.shape[0]
         sh = self.shape
         eye_in = torch.index_select(motion, 1, self.eye_idx).view(b, 2, -1) * self.eye_sign
-        eye_in = torch.cat([eye_in, self.eye_side.expand(b, -1, -1)], 2)
-        eyes = self.eye(eye_in.reshape(b * 2, -1))                                  # (2B, 6, h, w)
-        eyes = eyes.view(b, 2, PAINT_CHANNELS, eyes.shape[-2], eyes.shape[-1])
+        eye_in = torch.cat([eye_in, self.eye_side.expand(b, -1, -1)], 2).reshape(b * 2, -1)   # (2B, 15)
+        eyes = self.eye(eye_in)                                                      # (2B, 7, h, w)
+        shift = self.eye_gaze(eye_in) * self.gaze_to_grid                           # (2B, 2) in grid units
+        grid = self.eye_grid - shift.view(b * 2, 1, 1, 2)                            # (2B, h, w, 2)
+        # "zeros" padding: ONNX Runtime's fast path ("border" is 4-7x slower); the layer is larger than any
+        # opening moved by any gaze, so what lies outside it is never seen.
+        balls = self.eye_ball.expand(b, -1, -1, -1, -1).reshape(b * 2, *self.eye_ball.shape[2:])
+        ball = F.grid_sample(balls, grid, mode="bilinear", padding_mode="zeros", align_corners=False)   # (2B, 5, h, w)
+        opening = torch.sigmoid(self.eye_opening + eyes[:, 6:7])                     # (2B, 1, h, w)
+        cover = torch.sigmoid(eyes[:, 5:6])
+        # Each layer as (colour it adds, share of the chart under it that still shows): eyeball through the
+        # opening, then the paint over both.
+        eyes = torch.cat([ball * (opening * (1.0 - cover)) + eyes[:, 0:5] * cover,
+                          (1.0 - opening) * (1.0 - cover)], 1)                       # (2B, 6, h, w)
+        eyes = eyes.view(b, 2, 6, eyes.shape[-2], eyes.shape[-1])
         left = eyes[:, 0]
         right = torch.index_select(eyes[:, 1], 3, self.flip_idx) * self.mirror_sign   # mirrored back
         mouth = self.mouth(torch.index_select(motion, 1, self.mouth_idx))           # (B, 6, h, w)
+        mouth_cover = torch.sigmoid(mouth[:, 5:6])
+        mouth = torch.cat([mouth[:, 0:5] * mouth_cover, 1.0 - mouth_cover], 1)
         coarse = self.coarse(motion[:, :56])                                         # (B, 5, h, w)
         factor = int(round(sh.texels_per_unit / coarse_texels_per_unit(sh.texels_per_unit)))
         w_row, w_col = sh.offset(layout.COARSE_WINDOW)
@@ -236,21 +301,20 @@ class RendererStudent(nn.Module):
         window = static_win + F.interpolate(coarse, scale_factor=float(factor), mode="bilinear",
                                             align_corners=False)                   # (B, 5, h, w)
         win_hw = window.shape[-2:]
-        for paint, rect in ((left, layout.EYE_PATCH), (right, right_eye_rect()), (mouth, layout.MOUTH_PATCH)):
+        for layer, rect in ((left, layout.EYE_PATCH), (right, right_eye_rect()), (mouth, layout.MOUTH_PATCH)):
             row, col = sh.offset(rect)
             r, c = row - w_row, col - w_col
-            h, w = paint.shape[-2:]
+            h, w = layer.shape[-2:]
             under = window[:, :, r:r + h, c:c + w]
-            cover = torch.sigmoid(paint[:, 5:6])
-            window = window + _place(cover * (paint[:, 0:5] - under), (r, c), win_hw)
+            window = window + _place(layer[:, 0:5] - (1.0 - layer[:, 5:6]) * under, (r, c), win_hw)
         delta = window - static_win
         delta4 = torch.cat([delta[:, 0:3], (delta[:, 3:5] * self.relief).sum(1, keepdim=True)], 1)
         tex = self.static4() + _place(delta4, (w_row, w_col), sh.texture_hw)
         return {"texture": tex, "coarse": coarse, "window": window}
 
     def fields(self, motion: torch.Tensor) -> torch.Tensor:
-        """Geometry fields at a quarter size (B, 10, S/4, S/4)."""
-        return self.base_fields + self.geo(motion)
+        """Geometry fields at a quarter size (B, 7, S/4, S/4), from the inputs that move the geometry only."""
+        return self.base_fields + self.geo(torch.index_select(motion, 1, self.geo_idx))
 
     def forward(self, motion_raw: torch.Tensor, background: torch.Tensor | None = None,
                 crop: tuple[int, int, int] | None = None) -> dict[str, torch.Tensor]:
@@ -293,6 +357,22 @@ class RendererStudent(nn.Module):
             a = body[:, 3:4] + alpha * (1.0 - body[:, 3:4])
             out["rgba"] = torch.cat([rgb, a], 1)
         return out
+
+
+def eyeball_grid(texels_per_unit: float) -> np.ndarray:
+    """(h, w, 2) grid_sample coordinates, in the eyeball layer, of the left eye patch's texel centres at rest."""
+    rect = layout.EYE_PATCH
+    w, h = rect.size_px(texels_per_unit)
+    u = rect.u0 + (np.arange(w) + 0.5) / texels_per_unit
+    v = rect.v1 - (np.arange(h) + 0.5) / texels_per_unit
+    gx = (u - IRIS_REST_UV[0]) / EYEBALL_HALF_UV[0]
+    gy = (IRIS_REST_UV[1] - v) / EYEBALL_HALF_UV[1]
+    return np.stack(np.meshgrid(gx, gy), -1).astype(np.float32)
+
+
+def eyeball_hw(texels_per_unit: float) -> tuple[int, int]:
+    """(rows, cols) of the eyeball layer."""
+    return round(2 * EYEBALL_HALF_UV[1] * texels_per_unit), round(2 * EYEBALL_HALF_UV[0] * texels_per_unit)
 
 
 def _place(patch: torch.Tensor, offset: tuple[int, int], size_hw: tuple[int, int]) -> torch.Tensor:

@@ -4,17 +4,23 @@ Why this module exists: the renderer that ships is a trained artefact, so
 how it was made must be one command that anyone can rerun and get the same
 file. The run is reproducible by construction: seeded sampling, seeded
 initialisation and batch order, deterministic torch kernels, a fixed thread
-count, the torch version pinned in the manifest (2.13.0, CPU build), and
-the teacher's renders cached by content (``dataset``).
+count (an option, recorded), the torch version pinned in the manifest
+(2.13.0, CPU build), and the teacher's renders cached by content
+(``dataset``).
 
-Three phases: conversation-like motion from scratch (cached by recipe key),
-the texture decoders alone, then everything on conversation plus range ends
-(see ``train_renderer``). Losses, per step (frames and textures):
+Four phases: conversation-like motion from scratch (cached by recipe key),
+the texture decoders alone, everything on conversation plus range ends, and
+last the eye layers alone on eye-centred crops chosen by eye state (closed,
+half closed, open at every gaze; see ``train_renderer``). Losses, per step
+(frames and textures):
 
-- image: L1 on premultiplied RGBA, plus (1 - SSIM) on the frame composited
-  over the default display background;
+- image: L1 on premultiplied RGBA, the eyes' pixels (``EYE_BOX``, found from
+  the teacher's chart coordinates) weighted 1 + ``eye_weight``: they are 1 %
+  of the frame and most of what a viewer looks at; plus (1 - SSIM) on the
+  frame composited over the default display background;
 - feature distillation from the teacher's buffers: head coverage (L1),
-  chart coordinates (L1, mostly where the head is), the body's shadow (L1),
+  chart coordinates (L1, mostly where the head is, most inside the face,
+  where a warped grid would move a feature), the body's shadow (L1),
   and the chart texture itself -- eye and mouth patches and the coarse
   window -- (L1), so that each decoder learns its own sub-problem directly.
 
@@ -45,7 +51,6 @@ DEFAULT_OUT_DIR = REPO_ROOT / "engines"
 DEFAULT_DATA_DIR = "~/.cache/edge-avatar/renderer-data"
 MANIFEST_NAME = "renderer.manifest.json"
 PINNED_TORCH = "2.13.0"
-TRAIN_THREADS = 2
 EVAL_BACKGROUND_RGB = (28, 36, 52)   # DisplayConfig's default background: the one the figures are measured on
 
 
@@ -69,6 +74,9 @@ class TrainOptions:
     seed: int = 7
     supersample: int = 2
     workers: int = 2
+    # torch threads: part of the recipe (the float sums, so the weights, differ with it). One: on the shared
+    # 2-core box a second thread that has to wait for a busy core makes every step 3-8x slower.
+    threads: int = 1
     # phase 2: fine-tuning on the range ends
     extreme_textures: int = 6000
     extreme_texture_seed: int = 3
@@ -82,11 +90,22 @@ class TrainOptions:
     texture_phase_batch: int = 16
     texture_phase_lr: float = 1e-3
     texture_phase_seed: int = 9
+    # the eyes (every image phase): their pixels' extra weight in the image loss, and the chart-coordinate
+    # loss's extra weight inside the head (where a warped grid would move or hide a feature)
+    eye_weight: float = 4.0
+    grid_inside_weight: float = 4.0
+    # phase 3: the eye layers alone, on eye-centred crops of frames chosen by eye state
+    eye_phase_steps: int = 400
+    eye_phase_lr: float = 5e-4
+    eye_phase_seed: int = 10
+    eye_phase_closed_share: float = 0.4     # of each batch: eyes closed (blink >= 0.75) ...
+    eye_phase_partial_share: float = 0.3    # ... half closed (0.2-0.75); the rest open, at every gaze
 
     @staticmethod
     def quick() -> "TrainOptions":
         return TrainOptions(frames=48, textures=96, val_frames=8, epochs=2, frame_batch=4, texture_batch=4,
-                            extreme_textures=48, extreme_frames=16, finetune_steps=8, texture_phase_steps=8)
+                            extreme_textures=48, extreme_frames=16, finetune_steps=8, texture_phase_steps=8,
+                            eye_phase_steps=8)
 
 
 def onnx_name(size_px: int) -> str:
@@ -96,8 +115,9 @@ def onnx_name(size_px: int) -> str:
 # ---------------------------------------------------------------------- the student's starting point
 
 
-def initial_tensors(size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(static chart (5, Ht, Wt), body (4, S, S), base fields (7, S/4, S/4)) from the teacher's neutral frame."""
+def initial_tensors(size_px: int) -> dict[str, np.ndarray]:
+    """The student's starting point (``RendererStudent``'s arguments) from the teacher's neutral frame: static chart
+    (5, Ht, Wt), body (4, S, S), base fields (7, S/4, S/4), and the eye layers (``initial_eye_layers``)."""
     import cv2  # noqa: PLC0415
 
     from edge_avatar.render.face_texture import paint_face  # noqa: PLC0415
@@ -116,7 +136,82 @@ def initial_tensors(size_px: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     alpha = np.clip(frame.head_alpha.reshape(q, 4, q, 4).mean(axis=(1, 3)), 0.02, 0.98)
     fields[2] = np.log(alpha / (1 - alpha)) / INITIAL_EDGE_SHARPNESS
     fields[3] = frame.body_shade.reshape(q, 4, q, 4).mean(axis=(1, 3))
-    return static.astype(np.float32), body.astype(np.float32), fields
+    return {"static_texture": static.astype(np.float32), "body_rgba": body.astype(np.float32), "base_fields": fields,
+            **initial_eye_layers(ppu)}
+
+
+EYE_REST_GAZES_DEG = ((30, 0), (-30, 0), (0, 25), (0, -25), (21, 18), (-21, 18), (21, -18), (-21, -18))
+
+
+def initial_eye_layers(ppu: float) -> dict[str, np.ndarray]:
+    """The eye layers at rest, from the teacher's painter: ``eyeball`` (2, 5, He, We) of the left eye and of the
+    right one mirrored, ``eye_opening`` logits (1, h, w) over the eye patch, and ``gaze_weight`` (2, 15), the
+    iris shift per eye input (see ``student``).
+
+    The opening at rest is where turning the eye changes the chart (the iris sweeps all of it) less its rim
+    (lash and lid shadow, which stay where they are); the eyeball is the chart at rest there and plain sclera
+    around it; the shift is the painter's gaze model made linear
+    (``EYEBALL_RADIUS_UNITS`` per radian of the eye angles plus ``LOOK_BLENDSHAPE_DEG`` per eyeLook*).
+    """
+    import cv2  # noqa: PLC0415
+
+    from edge_avatar.motion import EYE_LIMITS_DEG, EYES_SLICE  # noqa: PLC0415
+    from edge_avatar.render.dataset import crop, mirror_patch, right_eye_rect  # noqa: PLC0415
+    from edge_avatar.render.face_texture import (  # noqa: PLC0415
+        EYEBALL_RADIUS_UNITS,
+        LOOK_BLENDSHAPE_DEG,
+        SCLERA,
+        paint_face,
+    )
+    from edge_avatar.render.student import EYEBALL_HALF_UV, IRIS_REST_UV, eye_inputs, eyeball_hw  # noqa: PLC0415
+
+    neutral = paint_face(np.zeros(64, np.float32), ppu).channels()[..., :5]
+    rest = crop(neutral, layout.EYE_PATCH, ppu)                                   # (h, w, 5)
+    moved = np.zeros(rest.shape[:2], np.float32)
+    for yaw, pitch in EYE_REST_GAZES_DEG:
+        m = np.zeros(64, np.float32)
+        m[EYES_SLICE] = (yaw, pitch, yaw, pitch)
+        turned = crop(paint_face(m, ppu).channels()[..., :5], layout.EYE_PATCH, ppu)
+        moved = np.maximum(moved, np.abs(turned - rest).max(-1))
+    opening = (moved > 0.02).astype(np.uint8)                                      # (h, w)
+    # Two texels in from the opening's edge: its rim is lash and lid shadow, which must not slide with the iris.
+    interior = cv2.erode(opening, np.ones((5, 5), np.uint8))
+    content = cv2.dilate(interior, np.ones((3, 3), np.uint8)) > 0                 # a texel more: resampling
+
+    he, we = eyeball_hw(ppu)
+    u = IRIS_REST_UV[0] - EYEBALL_HALF_UV[0] + (np.arange(we) + 0.5) / ppu
+    v = IRIS_REST_UV[1] + EYEBALL_HALF_UV[1] - (np.arange(he) + 0.5) / ppu
+    cols = np.clip((u - layout.EYE_PATCH.u0) * ppu - 0.5, 0, rest.shape[1] - 1)
+    rows = np.clip((layout.EYE_PATCH.v1 - v) * ppu - 0.5, 0, rest.shape[0] - 1)
+    c0, r0 = np.floor(cols).astype(int), np.floor(rows).astype(int)
+    c1, r1 = np.minimum(c0 + 1, rest.shape[1] - 1), np.minimum(r0 + 1, rest.shape[0] - 1)
+    fc, fr = (cols - c0)[None, :, None], (rows - r0)[:, None, None]
+    inside = content[np.rint(rows).astype(int)][:, np.rint(cols).astype(int)]
+    sclera = np.concatenate([SCLERA, np.zeros(2, np.float32)])
+    right = mirror_patch(crop(neutral, right_eye_rect(), ppu))   # the right eye as the left one's mirror image
+    balls = []
+    for eye in (rest, right):   # one eyeball each: the catch-lights are on the same side in both, not mirrored
+        sampled = (eye[r0][:, c0] * (1 - fc) + eye[r0][:, c1] * fc) * (1 - fr) + \
+            (eye[r1][:, c0] * (1 - fc) + eye[r1][:, c1] * fc) * fr                  # (He, We, 5)
+        balls.append(np.where(inside[..., None], sampled, sclera).transpose(2, 0, 1))
+
+    idx = list(eye_inputs()[0][0])                    # the left eye's motion indices, in the eye input order
+    per_rad = EYEBALL_RADIUS_UNITS
+    look = np.deg2rad(LOOK_BLENDSHAPE_DEG) * per_rad
+    gaze = np.zeros((2, len(idx) + 1), np.float32)     # + the side flag
+    gaze[0, idx.index(EYES_SLICE.start)] = np.deg2rad(EYE_LIMITS_DEG[0]) * per_rad   # inputs are angle / limit
+    gaze[1, idx.index(EYES_SLICE.start + 1)] = np.deg2rad(EYE_LIMITS_DEG[1]) * per_rad
+    gaze[0, idx.index(_bs("eyeLookOutLeft"))], gaze[0, idx.index(_bs("eyeLookInLeft"))] = look, -look
+    gaze[1, idx.index(_bs("eyeLookUpLeft"))], gaze[1, idx.index(_bs("eyeLookDownLeft"))] = look, -look
+    return {"eyeball": np.stack(balls).astype(np.float32),
+            "eye_opening": np.where(interior > 0, 4.0, -4.0).astype(np.float32)[None],
+            "gaze_weight": gaze}
+
+
+def _bs(name: str) -> int:
+    from edge_avatar.motion import BLENDSHAPE_INDEX  # noqa: PLC0415
+
+    return BLENDSHAPE_INDEX[name]
 
 
 GRID_KNEE = 0.985   # beyond this (far outside the head) grid targets are squashed to stay inside the chart
@@ -137,6 +232,26 @@ def uv_to_grid(uv: np.ndarray) -> np.ndarray:
     room = 0.995 - GRID_KNEE
     squashed = GRID_KNEE + room * np.tanh((mag - GRID_KNEE) / room)
     return (np.sign(g) * np.where(mag > GRID_KNEE, squashed, mag)).astype(np.float32)
+
+
+# Where the eyes are in the chart (head units): opening, lids and lashes of the avatar's left eye at every
+# expression and gaze (the right eye is its mirror image, u < 0); their pixels weigh more in the image loss.
+EYE_BOX = layout.Rect(0.12, 0.70, -0.16, 0.34)
+
+
+def eye_mask(uv: np.ndarray) -> np.ndarray:
+    """(..., 2) chart coordinates -> (...) float32, 1 where they fall in either eye's ``EYE_BOX``."""
+    au, v = np.abs(uv[..., 0]), uv[..., 1]
+    box = EYE_BOX
+    return ((au >= box.u0) & (au <= box.u1) & (v >= box.v0) & (v <= box.v1)).astype(np.float32)
+
+
+def blink_level(motion: np.ndarray) -> np.ndarray:
+    """(N, 64) -> (N,): how closed the more closed eye is (eyeBlinkLeft/Right)."""
+    from edge_avatar.motion import BLENDSHAPE_INDEX  # noqa: PLC0415
+
+    m = np.asarray(motion, np.float32)
+    return np.maximum(m[:, BLENDSHAPE_INDEX["eyeBlinkLeft"]], m[:, BLENDSHAPE_INDEX["eyeBlinkRight"]])
 
 
 # ---------------------------------------------------------------------- losses
@@ -202,7 +317,9 @@ class Batches:
         out = self.texture_targets(d, idx)
         out["rgba"] = torch.from_numpy(np.asarray(d["rgba"][idx], np.float32) / 255.0).permute(0, 3, 1, 2)
         out["head_alpha"] = torch.from_numpy(np.asarray(d["head_alpha"][idx], np.float32) / 255.0).unsqueeze(1)
-        out["grid"] = torch.from_numpy(uv_to_grid(np.asarray(d["uv"][idx], np.float32))).permute(0, 3, 1, 2)
+        uv = np.asarray(d["uv"][idx], np.float32)                              # (B, S/4, S/4, 2)
+        out["grid"] = torch.from_numpy(uv_to_grid(uv)).permute(0, 3, 1, 2)
+        out["eye_mask"] = torch.from_numpy(eye_mask(uv)).unsqueeze(1)            # (B, 1, S/4, S/4)
         out["body_shade"] = torch.from_numpy(np.asarray(d["body_shade"][idx], np.float32)).unsqueeze(1)
         return out
 
@@ -210,8 +327,10 @@ class Batches:
         return self.texture_targets(self.textures, np.sort(idx))
 
 
-def texture_loss(student: Any, out_tex: dict[str, Any], target: dict[str, Any], weighted: bool = False) -> Any:
-    """L1 of the eye, mouth and coarse pieces of the predicted chart against the teacher's.
+def texture_loss(student: Any, out_tex: dict[str, Any], target: dict[str, Any], weighted: bool = False,
+                 eyes_only: bool = False) -> Any:
+    """L1 of the eye, mouth and coarse pieces of the predicted chart against the teacher's (``eyes_only``:
+    the eye patches alone, for the eye phase).
 
     ``weighted`` (the later phases): albedo counts 4x more than slopes, and each texel counts
     1 + 8 x how far the teacher's albedo there is from the static chart's -- so a closing eyelid or an
@@ -255,6 +374,8 @@ def texture_loss(student: Any, out_tex: dict[str, Any], target: dict[str, Any], 
 
     loss = weighted_l1(left, eyes[:, 0], static_albedo(layout.EYE_PATCH))
     loss = loss + weighted_l1(right, eyes[:, 1], static_albedo(right_eye_rect(), flip=True))
+    if eyes_only:
+        return loss
     loss = loss + weighted_l1(cut(layout.MOUTH_PATCH), mouth, static_albedo(layout.MOUTH_PATCH))
     return loss + 0.5 * ((out_tex["coarse"] - coarse).abs() * channel).mean()
 
@@ -262,11 +383,29 @@ def texture_loss(student: Any, out_tex: dict[str, Any], target: dict[str, Any], 
 # ---------------------------------------------------------------------- training
 
 
-PHASE1_RECIPE_VERSION = 1   # bump when the first phase's loop or losses change: cached weights are then stale
+PHASE1_RECIPE_VERSION = 2   # bump when the first phase's loop or losses change: cached weights are then stale
+
+
+def _image_losses(out: dict[str, Any], fb: dict[str, Any], crop: tuple[int, int, int], bg: Any, kernel: Any,
+                  eye_weight: float) -> tuple[Any, Any, Any]:
+    """(L1 with the eyes weighted 1 + ``eye_weight``, 1 - SSIM, plain L1 over the eyes) of the cropped frame."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    row, col, size = crop
+    window = np.s_[:, :, row:row + size, col:col + size]
+    rgba, target = out["rgba"], fb["rgba"][window]
+    comp = rgba[:, :3] + (1 - rgba[:, 3:4]) * bg
+    comp_t = target[:, :3] + (1 - target[:, 3:4]) * bg
+    eyes = F.interpolate(fb["eye_mask"], scale_factor=4.0, mode="nearest")[window] * fb["head_alpha"][window]
+    err = (rgba - target).abs()                                                   # (B, 4, c, c)
+    l_eye = (err * eyes).sum() / (4.0 * eyes.sum() + 1.0)
+    l_img = err.mean() + eye_weight * (err * eyes).mean()
+    return l_img, 1.0 - ssim_torch(comp, comp_t, kernel), l_eye
 
 
 def _step_loss(student: Any, fb: dict[str, Any], tb: dict[str, Any], crop: tuple[int, int, int], bg: Any,
-               kernel: Any, tex_weight: float, weighted: bool = False) -> tuple[Any, dict[str, Any]]:
+               kernel: Any, tex_weight: float, weighted: bool = False, eye_weight: float = 0.0,
+               grid_inside_weight: float = 0.0) -> tuple[Any, dict[str, Any]]:
     """The training loss of one step (see the module docstring) and its parts."""
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
@@ -274,23 +413,20 @@ def _step_loss(student: Any, fb: dict[str, Any], tb: dict[str, Any], crop: tuple
     row, col, size = crop
     window = np.s_[:, :, row:row + size, col:col + size]
     out = student(fb["motion"], crop=crop)
-    rgba, target = out["rgba"], fb["rgba"][window]
-    comp = rgba[:, :3] + (1 - rgba[:, 3:4]) * bg
-    comp_t = target[:, :3] + (1 - target[:, 3:4]) * bg
-    l_img = (rgba - target).abs().mean()
-    l_ssim = 1.0 - ssim_torch(comp, comp_t, kernel)
+    l_img, l_ssim, l_eye = _image_losses(out, fb, crop, bg, kernel, eye_weight)
     fields = out["fields"]
     quarter_alpha = F.avg_pool2d(fb["head_alpha"], 4)
     l_alpha = (out["alpha"] - fb["head_alpha"][window]).abs().mean() + \
         (torch.sigmoid(fields[:, 2:3] * student.edge_sharpness) - quarter_alpha).abs().mean()
     near = (F.max_pool2d(quarter_alpha, 5, stride=1, padding=2) > 0).float()
-    l_grid = ((fields[:, 0:2] - fb["grid"]).abs() * (0.05 + near)).mean()
+    inside = (quarter_alpha > 0.98).float()      # the face itself: a warp there moves what the viewer sees
+    l_grid = ((fields[:, 0:2] - fb["grid"]).abs() * (0.05 + near + grid_inside_weight * inside)).mean()
     l_body = (fields[:, 3:4] - fb["body_shade"]).abs().mean()
     l_tex = texture_loss(student, out, fb, weighted)
     tex_out = student.textures(tb["motion"] / student.scale)
     l_tex = l_tex + texture_loss(student, tex_out, tb, weighted)
     loss = 4.0 * l_img + 0.5 * l_ssim + 1.0 * l_alpha + 2.0 * l_grid + 0.5 * l_body + tex_weight * l_tex
-    return loss, {"img_l1": l_img, "ssim": 1.0 - l_ssim, "tex_l1": l_tex}
+    return loss, {"img_l1": l_img, "ssim": 1.0 - l_ssim, "tex_l1": l_tex, "eye_l1": l_eye}
 
 
 def _crop(rng: np.random.Generator, size: int, crop_px: int) -> tuple[int, int, int]:
@@ -304,7 +440,7 @@ def _crop(rng: np.random.Generator, size: int, crop_px: int) -> tuple[int, int, 
 def _optimizer(student: Any, lr: float, static_lr: float) -> tuple[Any, list[float]]:
     import torch  # noqa: PLC0415
 
-    static_names = {"static_texture", "body", "base_fields"}
+    static_names = {"static_texture", "body", "base_fields", "eye_ball", "eye_opening"}   # textures: slower
     groups = [
         {"params": [p for n, p in student.named_parameters() if n not in static_names and n != "edge_sharpness"],
          "lr": lr},
@@ -345,7 +481,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     if torch.__version__.split("+")[0] != PINNED_TORCH:
         say(f"warning: torch {torch.__version__} is not the pinned {PINNED_TORCH}; the weights will differ")
     torch.manual_seed(options.seed)
-    torch.set_num_threads(TRAIN_THREADS)
+    torch.set_num_threads(options.threads)
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = False   # a debugging aid that costs 20% of a step
     rng = np.random.default_rng(options.seed)
@@ -366,8 +502,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     data = {name: load_or_render(spec, root, options.workers, f"teacher {name}") for name, spec in specs.items()}
     render_s = time.monotonic() - started_s
 
-    static, body, base = initial_tensors(size)
-    student = RendererStudent(size, static, body, base)
+    student = RendererStudent(size, **initial_tensors(size))
     n_params = sum(p.numel() for p in student.parameters())
     say(f"student: {n_params / 1e6:.2f} M parameters")
     kernel = _gauss_1d(torch)
@@ -376,7 +511,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
 
     # ---- phase 1: conversation-like motion, from scratch (or its cached result)
     phase1_fields = {k: v for k, v in asdict(options).items()
-                     if not k.startswith(("finetune", "extreme", "texture_phase")) and k != "workers"}
+                     if not k.startswith(("finetune", "extreme", "texture_phase", "eye_phase")) and k != "workers"}
     phase1_key = hashlib.sha256(json.dumps([
         PHASE1_RECIPE_VERSION, phase1_fields, [specs[n].key() for n in ("frames", "textures", "validation")],
         torch.__version__, code_fingerprint((Path(__file__).parent / "student.py").read_text(encoding="utf-8")),
@@ -400,6 +535,9 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     phase_started_s = time.monotonic()
     history_tex = _phase_textures(student, options, data)
     history2 = _phase2(student, options, data, kernel, bg, say)
+    val_phase2 = validate(student, val, bg)
+    # ---- phase 3: the eye layers alone, on eye-centred crops chosen by eye state
+    history3 = _phase_eyes(student, options, data, kernel, bg)
     train_s += time.monotonic() - phase_started_s
 
     out_dir = Path(out_dir)
@@ -414,10 +552,12 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
         "teacher_render_s": round(render_s, 1),
         "train_s": round(train_s, 1),
         "steps": {"phase1": len(history) and history[-1]["step"], "textures": options.texture_phase_steps,
-                  "phase2": options.finetune_steps},
+                  "phase2": options.finetune_steps, "eyes": options.eye_phase_steps},
         "parameters": n_params,
-        "history": {"phase1": history, "textures": history_tex, "phase2": history2},
-        "val_psnr_db_ss2": {"phase1": round(val_phase1, 3), "final": round(validate(student, val, bg), 3)},
+        "history": {"phase1": history, "textures": history_tex, "phase2": history2, "eyes": history3},
+        "val_psnr_db_ss2": {"phase1": round(val_phase1, 3), "phase2": round(val_phase2, 3),
+                            "final": round(validate(student, val, bg), 3)},
+        "eye_white_px": eye_check(student),
         "phase1_checkpoint_key": phase1_key,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -446,7 +586,8 @@ def _phase1(student: Any, options: TrainOptions, data: dict[str, Any], rng: np.r
             fb, tb = batches.frame_batch(f_idx), batches.texture_batch(t_idx)
             for g, base_lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = base_lr * _lr_scale(step, total, warmup)
-            loss, parts = _step_loss(student, fb, tb, _crop(rng, options.size_px, options.crop_px), bg, kernel, 0.5)
+            loss, parts = _step_loss(student, fb, tb, _crop(rng, options.size_px, options.crop_px), bg, kernel, 0.5,
+                                     eye_weight=options.eye_weight, grid_inside_weight=options.grid_inside_weight)
             step, val_psnr = _apply(student, opt, loss, parts, step, total, history, data["validation"], bg, bar,
                                     val_psnr)
     return history
@@ -457,7 +598,7 @@ def _phase_textures(student: Any, options: TrainOptions, data: dict[str, Any]) -
     import torch  # noqa: PLC0415
 
     rng = np.random.default_rng(options.texture_phase_seed)
-    params = [p for n, p in student.named_parameters() if n.startswith(("eye.", "mouth.", "coarse."))]
+    params = [p for n, p in student.named_parameters() if n.startswith(("eye.", "eye_", "mouth.", "coarse."))]
     opt = torch.optim.Adam(params, lr=options.texture_phase_lr)
     total = options.texture_phase_steps
     usual = Batches(data["frames"], data["textures"])
@@ -500,9 +641,113 @@ def _phase2(student: Any, options: TrainOptions, data: dict[str, Any], kernel: A
         for g, base_lr in zip(opt.param_groups, base_lrs):
             g["lr"] = base_lr * _lr_scale(step, total, warmup)
         loss, parts = _step_loss(student, fb, tb, _crop(rng, options.size_px, options.crop_px), bg, kernel, 1.0,
-                                 weighted=True)
+                                 weighted=True, eye_weight=options.eye_weight,
+                                 grid_inside_weight=options.grid_inside_weight)
         _, val_psnr = _apply(student, opt, loss, parts, step, total, history, data["validation"], bg, bar, val_psnr)
     return history
+
+
+def _eye_strata(motion: np.ndarray, count: int) -> list[np.ndarray]:
+    """Indices of the first ``count`` frames by eye state: closed (blink >= 0.75), half closed (0.2-0.75), open."""
+    level = blink_level(np.asarray(motion[:count]))
+    everything = np.arange(len(level))
+    strata = [np.flatnonzero(level >= 0.75), np.flatnonzero((level >= 0.2) & (level < 0.75)),
+              np.flatnonzero(level < 0.2)]
+    return [s if len(s) else everything for s in strata]   # (a tiny --quick set may lack one)
+
+
+def _eye_pick(rng: np.random.Generator, strata: list[np.ndarray], count: int, options: TrainOptions) -> np.ndarray:
+    closed = int(round(count * options.eye_phase_closed_share))
+    partial = int(round(count * options.eye_phase_partial_share))
+    sizes = (closed, partial, max(0, count - closed - partial))
+    return np.concatenate([rng.choice(s, n) for s, n in zip(strata, sizes) if n])
+
+
+def _eye_crop(mask: Any, size: int, crop_px: int) -> tuple[int, int, int]:
+    """A square (multiples of 4 px) centred on the batch's eyes; ``mask`` (B, 1, S/4, S/4) from ``eye_mask``."""
+    crop = crop_px * size // 256
+    rows, cols = np.nonzero(mask.sum((0, 1)).numpy())
+    if len(rows) == 0:
+        cy, cx = size * 0.4, size * 0.5
+    else:
+        cy, cx = 4 * rows.mean() + 2, 4 * cols.mean() + 2
+    row = int(np.clip(4 * round((cy - crop / 2) / 4), 0, size - crop))
+    col = int(np.clip(4 * round((cx - crop / 2) / 4), 0, size - crop))
+    return row, col, crop
+
+
+def _phase_eyes(student: Any, options: TrainOptions, data: dict[str, Any], kernel: Any, bg: Any
+                ) -> list[dict[str, float]]:
+    """The eyes alone (decoder, eyeball, opening, gaze), on eye-centred crops: 40 % closed, 30 % half closed,
+    the rest open.
+
+    Only the eye layers paint the eyes (the geometry cannot see them), so training them alone sharpens the
+    eyes and finishes the lids without moving anything else. Frames and chart targets come half from the
+    conversation sets, half from the range ends, each drawn by eye state (``eye_phase_*`` options).
+    """
+    import torch  # noqa: PLC0415
+
+    rng = np.random.default_rng(options.eye_phase_seed)
+    params = [p for n, p in student.named_parameters() if n.startswith(("eye.", "eye_"))]
+    frozen = [p for n, p in student.named_parameters() if not n.startswith(("eye.", "eye_"))]
+    opt = torch.optim.Adam(params, lr=options.eye_phase_lr)
+    total = options.eye_phase_steps
+    sets = [(Batches(data["frames"], data["textures"]), options.frames, options.textures),
+            (Batches(data["extreme_frames"], data["extreme_textures"]), options.extreme_frames,
+             options.extreme_textures)]
+    strata = [(_eye_strata(b.frames["motion"], nf), _eye_strata(b.textures["motion"], nt)) for b, nf, nt in sets]
+    half_f, half_t = options.frame_batch // 2, options.texture_phase_batch // 2
+    bar = ProgressBar(total, "train renderer (eyes)")
+    history: list[dict[str, float]] = []
+    val_psnr = float("nan")
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for step in range(total):
+            fb = _cat(*(b.frame_batch(_eye_pick(rng, fs, half_f, options)) for (b, _, _), (fs, _) in zip(sets, strata)))
+            tb = _cat(*(b.texture_batch(_eye_pick(rng, ts, half_t, options))
+                        for (b, _, _), (_, ts) in zip(sets, strata)))
+            opt.param_groups[0]["lr"] = options.eye_phase_lr * _lr_scale(step, total, min(30, total // 10))
+            crop = _eye_crop(fb["eye_mask"], options.size_px, options.crop_px)
+            out = student(fb["motion"], crop=crop)
+            l_img, l_ssim, l_eye = _image_losses(out, fb, crop, bg, kernel, options.eye_weight)
+            tex_out = student.textures(tb["motion"] / student.scale)
+            l_tex = texture_loss(student, out, fb, weighted=True, eyes_only=True) + \
+                texture_loss(student, tex_out, tb, weighted=True, eyes_only=True)
+            loss = 4.0 * l_img + 0.5 * l_ssim + l_tex
+            parts = {"img_l1": l_img, "ssim": 1.0 - l_ssim, "tex_l1": l_tex, "eye_l1": l_eye}
+            _, val_psnr = _apply(student, opt, loss, parts, step, total, history, data["validation"], bg, bar,
+                                 val_psnr)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return history
+
+
+def eye_check(student: Any, bg_rgb: tuple[int, int, int] = EVAL_BACKGROUND_RGB) -> dict[str, dict[str, int]]:
+    """White-of-the-eye pixels (``metrics.eye_white_px``, both eyes) of the student and the teacher, eyes open,
+    half closed and closed, head at rest: the numbers ``tests/test_render_student.py`` checks."""
+    import torch  # noqa: PLC0415
+
+    from edge_avatar.motion import neutral_motion  # noqa: PLC0415
+    from edge_avatar.render.metrics import eye_white_px  # noqa: PLC0415
+    from edge_avatar.render.teacher import TeacherRenderer  # noqa: PLC0415
+
+    size = student.shape.size_px
+    teacher = TeacherRenderer(size, size, 3, bg_rgb)
+    bg = torch.tensor(bg_rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
+    out: dict[str, dict[str, int]] = {"student": {}, "teacher": {}}
+    student.eval()
+    with torch.no_grad():
+        for name, blink in (("open", 0.0), ("half", 0.5), ("closed", 1.0)):
+            m = neutral_motion()
+            m[8] = m[9] = blink                                      # eyeBlinkLeft, eyeBlinkRight
+            rgb = student(torch.from_numpy(m).view(1, -1), bg)["rgb"][0]
+            image = (torch.clamp(rgb, 0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+            out["student"][name] = sum(eye_white_px(image))
+            out["teacher"][name] = sum(eye_white_px(teacher.render(m)))
+    student.train()
+    return out
 
 
 def _apply(student: Any, opt: Any, loss: Any, parts: dict[str, Any], step: int, total: int,
@@ -519,7 +764,8 @@ def _apply(student: Any, opt: Any, loss: Any, parts: dict[str, Any], step: int, 
     loss_v, ssim_v = loss.item(), parts["ssim"].item()
     if step % 50 == 0 or step == total:
         history.append({"step": step, "loss": round(loss_v, 5), "img_l1": round(parts["img_l1"].item(), 5),
-                        "ssim": round(ssim_v, 4), "tex_l1": round(parts["tex_l1"].item(), 5)})
+                        "ssim": round(ssim_v, 4), "tex_l1": round(parts["tex_l1"].item(), 5),
+                        "eye_l1": round(parts["eye_l1"].item(), 5)})
     if step % 500 == 0 or step == total:
         val_psnr = validate(student, val, bg)
         history[-1]["val_psnr_db"] = round(val_psnr, 2)
