@@ -338,7 +338,8 @@ def evaluate_int8(model: str | Path, motions: list[np.ndarray], teacher_images: 
             facts = quantize_int8(model, path, cal, background_rgb, keep)
             renderers[name] = NeuralRenderer(size, size, background_rgb, backend, model_path=path)
             cpu = compare(teacher_images, [renderers[name].render(m) for m in motions])
-            exact = compare(teacher_images, [QdqReference(path, background_rgb).render(m) for m in motions])
+            reference = QdqReference(path, background_rgb)
+            exact = compare(teacher_images, [reference.render(m) for m in motions])
             record["variants"][name] = {
                 **facts, "file": path.name,
                 "cpu_kernels": _int8_quality(cpu, fp32), "exact_qdq": _int8_quality(exact, fp32),
