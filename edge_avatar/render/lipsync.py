@@ -96,9 +96,18 @@ def mouth_opening_from_landmarks(landmarks: np.ndarray) -> float:
     return gap / face if face > 1.0 else float("nan")
 
 
-def envelope_at(audio: np.ndarray, times_s: np.ndarray, window_s: float) -> np.ndarray:
-    """RMS of ``audio`` in a ``window_s`` window centred on each time (zero outside the recording)."""
-    power = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+def cumulative_power(audio: np.ndarray) -> np.ndarray:
+    """(N + 1,) running sum of squared samples: any window's energy is two lookups."""
+    return np.concatenate([[0.0], np.cumsum(np.asarray(audio, np.float64) ** 2)])
+
+
+def envelope_at(audio: np.ndarray, times_s: np.ndarray, window_s: float,
+                power: np.ndarray | None = None) -> np.ndarray:
+    """RMS of ``audio`` in a ``window_s`` window centred on each time (zero outside the recording).
+
+    ``power``: ``cumulative_power(audio)`` when the caller asks many times about the same audio.
+    """
+    power = cumulative_power(audio) if power is None else power
     half = window_s / 2.0
     a = np.clip(np.round((times_s - half) * AUDIO_RATE_HZ).astype(np.int64), 0, len(audio))
     b = np.clip(np.round((times_s + half) * AUDIO_RATE_HZ).astype(np.int64), 0, len(audio))
@@ -114,19 +123,27 @@ class MouthTrack:
         self.fps = float(fps)
         self.audio = np.asarray(audio, dtype=np.float32)
         self.times_s = np.arange(len(self.opening)) / self.fps
+        self._power = cumulative_power(self.audio)       # every lag of every window reads it
+        self._speech_mask: np.ndarray | None = None
+
+    def envelope(self, times_s: np.ndarray) -> np.ndarray:
+        """Audio RMS in a one-frame window centred on each time."""
+        return envelope_at(self.audio, times_s, 1.0 / self.fps, self._power)
 
     @property
     def duration_s(self) -> float:
         return len(self.opening) / self.fps
 
     def speech_mask(self) -> np.ndarray:
-        """Frames within ``SPEECH_NEAR_S`` of audible sound."""
-        loud = envelope_at(self.audio, self.times_s, 1.0 / self.fps) > 10 ** (SPEECH_FLOOR_DBFS / 20.0)
-        near = np.zeros(len(self.opening), bool)
-        reach = int(round(SPEECH_NEAR_S * self.fps))
-        for i in np.flatnonzero(loud):
-            near[max(0, i - reach):i + reach + 1] = True
-        return near
+        """Frames within ``SPEECH_NEAR_S`` of audible sound (computed once per track)."""
+        if self._speech_mask is None:
+            loud = self.envelope(self.times_s) > 10 ** (SPEECH_FLOOR_DBFS / 20.0)
+            near = np.zeros(len(self.opening), bool)
+            reach = int(round(SPEECH_NEAR_S * self.fps))
+            for i in np.flatnonzero(loud):
+                near[max(0, i - reach):i + reach + 1] = True
+            self._speech_mask = near
+        return self._speech_mask
 
     def best_offset(self, start_s: float = 0.0, end_s: float | None = None, max_lag_ms: float = 200.0,
                     lag_step_ms: float = 5.0) -> dict[str, Any]:
@@ -141,7 +158,7 @@ class MouthTrack:
         x = self.opening[use]
         correlations = np.zeros(len(lags_ms))
         for i, lag_ms in enumerate(lags_ms):
-            env = envelope_at(self.audio, self.times_s[use] - lag_ms / 1000.0, 1.0 / self.fps)
+            env = self.envelope(self.times_s[use] - lag_ms / 1000.0)
             if x.std() > 0 and env.std() > 0:
                 correlations[i] = float(np.corrcoef(x, env)[0, 1])
         best = int(np.argmax(correlations))

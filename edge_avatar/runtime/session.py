@@ -465,7 +465,6 @@ def write_report_files(session: "Session", report: dict[str, Any], path: str | P
     """report.json, and report.html beside it when the config asks (with the lip-sync traces if measured)."""
     written = [write_report(report, path)]
     if session.config.output.write_html_report:
-        from edge_avatar.render.lipsync import envelope_at  # noqa: PLC0415
         from edge_avatar.runtime.report_html import write_report_html  # noqa: PLC0415
 
         track = session.mouth_track
@@ -473,7 +472,7 @@ def write_report_files(session: "Session", report: dict[str, Any], path: str | P
         fps = float(session.config.loop.tick_rate_hz)
         if track is not None:
             opening, fps = track.opening, track.fps
-            envelope = envelope_at(track.audio, track.times_s, 1.0 / track.fps)
+            envelope = track.envelope(track.times_s)
         written.append(write_report_html(report, Path(path).with_suffix(".html"), opening, envelope, fps))
     return written
 
