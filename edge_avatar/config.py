@@ -137,6 +137,9 @@ class LoopConfig:
     perception_mode: Literal["inline", "worker"] = "inline"
     # A tick that starts later than this skips perception (the planner still runs on the last token).
     late_tick_skip_perception_ms: float = _range(0.0, 1000.0, default=8.0)
+    # How much lower the perception worker's CPU priority is than the tick's (nice increment, Linux):
+    # when the cores are busy the tick keeps its deadline and perception's token gets older instead.
+    perception_worker_nice: int = _range(0, 19, default=10)
     stats_window_ticks: int = _range(100, 1_000_000, default=20000)
 
 
@@ -157,6 +160,11 @@ class OutputConfig:
     uri: str = "file://out/demo.mp4"  # "window://", "window://?fullscreen=1", "file://x.mp4", "null://"
     report_path: str = "out/report.json"
     video_crf: int = _range(0, 51, default=23)
+    # x264 speed preset: a faster one costs bytes, not quality (the crf holds quality), and leaves CPU to the avatar.
+    video_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    # The encoder process runs this much below the tick's CPU priority (nice increment); its frame queue
+    # absorbs the wait.
+    encoder_nice: int = _range(0, 19, default=5)
     # After a file output is finalised: measure lip sync from its pixels and audio (edge_avatar.render.lipsync)
     # and write report.html beside the report. Costs about 0.7x the video's duration on a 2-core CPU.
     measure_lip_sync: bool = True

@@ -412,7 +412,8 @@ def _check_camera(ctx: _Context) -> list[Finding]:
         return [Finding("camera", "ok", f"camera.uri {uri}: {device} present (video nodes: {present})")]
     if scheme == "realsense":
         if not _has_module("pyrealsense2"):
-            return [Finding("camera", "missing", f"camera.uri {uri}: pyrealsense2 not installed (video nodes: {present})",
+            return [Finding("camera", "missing",
+                            f"camera.uri {uri}: pyrealsense2 not installed (video nodes: {present})",
                             "pip install 'edge-avatar[camera]' (pyrealsense2); on a Jetson build librealsense "
                             "with the RSUSB backend if no wheel exists for it")]
         rs = importlib.import_module("pyrealsense2")

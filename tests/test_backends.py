@@ -623,7 +623,8 @@ def make_fake_tensorrt(cuda: FakeCudaRuntime) -> types.ModuleType:
             self.engines.append(ICudaEngine(json.loads(data[len(FAKE_PLAN_MAGIC):]), self.logger))
             return self.engines[-1]
 
-    trt.DataType, trt.nptype, trt.TensorIOMode, trt.ILogger, trt.Runtime = DataType, nptype, TensorIOMode, ILogger, Runtime
+    trt.DataType, trt.nptype, trt.TensorIOMode = DataType, nptype, TensorIOMode
+    trt.ILogger, trt.Runtime = ILogger, Runtime
     trt.init_libnvinfer_plugins = lambda logger, namespace: True
     trt.runtimes = []  # test hook: every Runtime the backend created
     return trt

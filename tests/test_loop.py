@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -259,3 +262,48 @@ def test_perception_worker_keeps_the_tick_on_time_and_uses_the_newest_token():
     seen = [t for t in tokens if t is not None]
     assert seen and seen == sorted(seen)  # tokens only move forward
     assert worker["token_age_ms"]["p50"] > 30
+
+
+def test_perception_worker_reads_the_camera_off_the_tick_and_a_lost_camera_clears_the_token():
+    import threading
+
+    from edge_avatar.clock import RealTimeBase
+
+    tick_thread = threading.get_ident()
+    read_threads = set()
+
+    class ThreadNotingCamera(ScriptedCamera):
+        def read_latest(self):
+            read_threads.add(threading.get_ident())
+            return super().read_latest()
+
+    tokens = []
+
+    class RecordingPlanner:
+        def step(self, pts_ns, token):
+            tokens.append(None if token is None else float(token[0]))
+            return np.zeros(64, np.float32)
+
+    class SeqPerception:
+        def perceive(self, frame, voice_rms):
+            return np.full(4, float(frame.seq), np.float32)
+
+    base = RealTimeBase()
+    speaker = VirtualAudioOutput(base, sample_rate_hz=16000)
+    speaker.start()
+    camera = ThreadNotingCamera([CaptureStatus.OK] * 8 + [CaptureStatus.ERROR])
+    loop = AvatarLoop(clock=MediaClock(speaker, base), tick_rate_hz=30.0, perception_stride_ticks=2,
+                      late_tick_skip_perception_ms=8.0, camera=camera, sink=RecordingSink(),
+                      perception=SeqPerception(), planner=RecordingPlanner(), renderer=ConstRenderer(),
+                      perception_mode="worker", perception_worker_nice=3)
+    loop.run(duration_s=1.0)
+    report = loop.report()
+    assert read_threads and tick_thread not in read_threads       # the tick never touched the camera
+    assert camera.reads <= 16                                      # read on stride ticks only (15 in 1 s)
+    assert [e["kind"] for e in report["events"]] == ["camera_lost"]
+    seen = [t for t in tokens if t is not None]
+    assert seen and tokens[-1] is None                             # tokens, then cleared once the camera was lost
+    worker = report["perception_worker"]
+    assert worker["runs"] == 8 and report["stages_ms"]["capture"]["count"] >= 9
+    if sys.platform.startswith("linux"):                          # below the tick's priority (per thread)
+        assert worker["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 3

@@ -98,6 +98,10 @@ def test_mp4_has_both_streams_in_sync(tmp_path):
 
     assert report["path"] == str(out_path) and out_path.is_file()
     assert report["frames_written"] == 90 and report["frames_repeated"] == 0 and report["frames_dropped"] == 0
+    # The encoder is below the tick's CPU priority (Linux), with the configured x264 preset.
+    assert report["encoder"]["preset"] == "veryfast" and report["encoder"]["crf"] == 23
+    if sys.platform.startswith("linux"):
+        assert report["encoder"]["nice"] == os.getpriority(os.PRIO_PROCESS, 0) + 5
     assert report["video_s"] == pytest.approx(3.0)
     assert report["audio_s"] >= 3.0
     assert sorted(p.name for p in out_path.parent.iterdir()) == ["avatar.mp4"]  # temporaries removed

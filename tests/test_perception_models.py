@@ -84,7 +84,8 @@ def test_onnx_io_matches_the_manifest(name):
 
 
 def test_engines_stay_small():
-    """Committed weights stay small: every file under 8 MB, all of engines/ (perception, planner, renderer) under 20 MB."""
+    """Committed weights stay small: every file under 8 MB, all of engines/ (perception, planner, renderer)
+    under 20 MB."""
     sizes = {p.name: p.stat().st_size for p in REPO_ENGINES_DIR.iterdir() if p.is_file()}
     assert max(sizes.values()) < 8_000_000, max(sizes.items(), key=lambda kv: kv[1])
     assert sum(sizes.values()) < 20_000_000, f"engines/ is {sum(sizes.values()) / 1e6:.1f} MB"

@@ -383,6 +383,20 @@ def test_engagement_states_with_robot_head_distances():
     assert eng.age_s(t) == 0.0
 
 
+def test_engagement_counts_absence_in_frames_looked_at_not_in_gaps_between_them():
+    """A starved perception worker delivers frames far apart: one miss after a gap is not a departure."""
+    config = PerceptionConfig(approach_distance_m=3.0, engage_distance_m=1.0, release_distance_m=1.5,
+                              engage_dwell_ms=0, lost_grace_ms=500)
+    eng = EngagementTracker(config)
+    ms = 1_000_000
+    assert eng.update(_face(1, 0.8, 0.9), 0) == "engaged"
+    assert eng.update(None, 900 * ms) == "engaged"      # no frames for 900 ms, then one miss: still here
+    assert eng.update(_face(1, 0.8, 0.9), 1000 * ms) == "engaged"
+    assert eng.update(None, 1100 * ms) == "engaged"     # a run of misses begins ...
+    assert eng.update(None, 1400 * ms) == "engaged"
+    assert eng.update(None, 1700 * ms) == "leaving"     # ... and has lasted longer than lost_grace_ms
+
+
 def test_engagement_robot_head_config_from_yaml_overrides():
     config = load_config("x86-cpu", overrides=["perception.engage_distance_m=1.0",
                                                "perception.release_distance_m=1.5"])

@@ -42,6 +42,7 @@ import numpy as np
 from edge_avatar.config import DisplayConfig, OutputConfig
 from edge_avatar.frames import RenderedFrame
 from edge_avatar.outputs.base import OutputSink, OutputUnavailable
+from edge_avatar.runtime.priority import lower_process
 from edge_avatar.uri import parse_uri
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def open_output(config: OutputConfig, display: DisplayConfig, fps: float, audio_
     scheme, _, _ = split_output_uri(uri, allowed_options=None)
     if scheme == "file":
         _, target, _ = split_output_uri(uri, ())
-        return FileMp4Sink(uri, target, display, fps, audio_sample_rate_hz, config.video_crf)
+        return FileMp4Sink(uri, target, display, fps, audio_sample_rate_hz, config.video_crf,
+                           preset=config.video_preset, nice_increment=config.encoder_nice)
     if scheme == "window":
         _, _, options = split_output_uri(uri, ("fullscreen",))
         value = options.get("fullscreen")
@@ -179,7 +181,7 @@ class FileMp4Sink(OutputSink):
     """
 
     def __init__(self, uri: str, path: str, display: DisplayConfig, fps: float, audio_sample_rate_hz: int,
-                 crf: int):
+                 crf: int, preset: str = "veryfast", nice_increment: int = 0):
         self.uri = uri
         if not path:
             raise OutputUnavailable(f"{uri}: no file given; expected e.g. file://out/demo.mp4")
@@ -197,6 +199,7 @@ class FileMp4Sink(OutputSink):
         # AAC at 128 kb/s for speech at 22.05 kHz and up; less at low rates, where 128k exceeds a frame's bits.
         self.audio_bitrate_bps = min(128_000, 6 * audio_sample_rate_hz)
         self.crf = crf
+        self.preset = preset
         # yuv420p needs even sizes: drop one pixel rather than fail.
         self.width_px = display.width_px - display.width_px % 2
         self.height_px = display.height_px - display.height_px % 2
@@ -232,7 +235,7 @@ class FileMp4Sink(OutputSink):
             self.ffmpeg, "-hide_banner", "-nostats", "-loglevel", "warning", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.width_px}x{self.height_px}",
             "-framerate", f"{self.fps.numerator}/{self.fps.denominator}", "-i", "pipe:0",
-            "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+            "-an", "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
             "-f", "mp4", str(self.video_tmp),
         ]
         log.debug("%s: %s", uri, " ".join(command))
@@ -243,6 +246,8 @@ class FileMp4Sink(OutputSink):
         except OSError as exc:
             self._log_file.close()
             raise OutputUnavailable(f"{uri}: cannot start {self.ffmpeg}: {exc}; {FFMPEG_INSTALL_HINT}") from None
+        # Below the tick's priority: the frame queue absorbs the encoder's waits, the tick has a deadline.
+        self.encoder_nice = lower_process(self._proc.pid, nice_increment, "video encoder")
 
         self._wav = wave.open(str(self.audio_tmp), "wb")  # noqa: SIM115 - closed in close()
         self._wav.setnchannels(1)
@@ -426,6 +431,7 @@ class FileMp4Sink(OutputSink):
             "frames_dropped": self.frames_dropped,
             "frames_lead_in": self.frames_lead_in,
             "encoder_queue_full": self.encoder_queue_full,
+            "encoder": {"preset": self.preset, "crf": self.crf, "nice": self.encoder_nice},
             "audio_gap_samples": self.audio_gap_samples,
             "audio_overlap_samples": self.audio_overlap_samples,
         }

@@ -216,6 +216,7 @@ class VisionPerception:
         self._frame_index = 0
         self._next_id = 1
         self._force_detect = True
+        self._last_pts_ns: int | None = None
         self._force_hand_detect = True
         self.selector.reset()
         self.engagement.reset()
@@ -274,6 +275,10 @@ class VisionPerception:
         t = time.perf_counter_ns()
         frame_index = self._frame_index
         self._frame_index += 1  # counts every frame offered, so "every N frames" is in camera frames
+        if self._last_pts_ns is not None and (pts_ns - self._last_pts_ns) / 1e6 > c.track_max_gap_ms:
+            # A starved worker or a slow camera: the visitor moved since the ROIs were made, so detect.
+            self._force_detect = self._force_hand_detect = True
+        self._last_pts_ns = pts_ns
         image = getattr(frame, "image", None)
         reason = check_frame(image, c)
         t = timer.add("check", t)

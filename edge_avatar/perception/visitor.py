@@ -112,11 +112,12 @@ class EngagementTracker:
     state: str = "gone"
     since_ns: int = 0
     last_seen_ns: int | None = None
+    missing_since_ns: int | None = None   # the first frame of the current run of frames without the visitor
     attending_since_ns: int | None = None
     looking_away_since_ns: int | None = None
 
     def reset(self) -> None:
-        self.state, self.last_seen_ns = "gone", None
+        self.state, self.last_seen_ns, self.missing_since_ns = "gone", None, None
         self.attending_since_ns = self.looking_away_since_ns = None
 
     def _go(self, state: str, pts_ns: int) -> None:
@@ -128,9 +129,14 @@ class EngagementTracker:
 
     def update(self, visitor: FaceResult | None, pts_ns: int) -> str:
         c = self.config
+        # Absent = frames *looked at* without the visitor for lost_grace_ms: a gap with no frames at all
+        # (a starved perception worker, a camera hiccup) is not evidence that the visitor left.
         if visitor is not None:
-            self.last_seen_ns = pts_ns
-        present = self.last_seen_ns is not None and (pts_ns - self.last_seen_ns) / 1e6 <= c.lost_grace_ms
+            self.last_seen_ns, self.missing_since_ns = pts_ns, None
+        elif self.missing_since_ns is None:
+            self.missing_since_ns = pts_ns
+        present = self.last_seen_ns is not None and (
+            visitor is not None or (pts_ns - self.missing_since_ns) / 1e6 <= c.lost_grace_ms)
         seen_now = visitor is not None
         distance = visitor.distance_m if seen_now else math.inf
         if seen_now and distance <= 0:

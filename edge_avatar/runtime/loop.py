@@ -32,6 +32,7 @@ from edge_avatar.clock import MediaClock
 from edge_avatar.frames import CaptureStatus, RenderedFrame, VideoFrame
 from edge_avatar.motion import MotionFrame, sanitize_motion
 from edge_avatar.outputs.base import OutputSink
+from edge_avatar.runtime.priority import lower_current_thread
 from edge_avatar.runtime.queues import BoundedQueue
 from edge_avatar.runtime.timing import StageTimer
 from edge_avatar.sensors.base import CameraSource
@@ -46,33 +47,53 @@ class Perception(Protocol):
 
 
 class PerceptionWorker(threading.Thread):
-    """Perception off the tick: one frame slot (latest wins), the tick reads the newest token.
+    """Perception off the tick: one request slot (latest wins), the tick reads the newest token.
 
-    Used where perception costs more than a tick can spare (ONNX Runtime on a CPU). Frames
-    overwritten before perception took them are counted; the token's age at use is reported.
+    Used where perception costs more than a tick can spare (ONNX Runtime on a CPU). The tick
+    asks for perception on its stride ticks; the worker then reads the camera itself (``read``)
+    and perceives that frame, so the frame is read by the thread that uses it and neither the
+    read (a driver's copy, a scenario's rendering) nor the inference ever lands on the tick.
+    It runs below the tick's CPU priority (``nice_increment``): when the cores are busy the
+    token ages instead of the tick slipping. Requests replaced before the worker took them are
+    counted; the token's age at use is reported. A camera that was just lost publishes an
+    empty token, so the planner falls back to idle behaviour.
     """
 
-    def __init__(self, perception: Perception, timer: StageTimer, time_base):
+    def __init__(self, perception: Perception, timer: StageTimer, time_base, nice_increment: int = 0,
+                 read: Callable[[], tuple[VideoFrame | None, bool]] | None = None,
+                 read_timer: StageTimer | None = None):
         super().__init__(name="edge-avatar-perception", daemon=True)
         self.perception = perception
+        self.nice_increment = nice_increment
+        self.nice: int | None = None
         self.timer = timer
         self.time_base = time_base
+        self.read = read
+        self.read_timer = read_timer
         self._cond = threading.Condition()
-        self._pending: tuple[VideoFrame, float] | None = None
-        self._token: tuple[np.ndarray, int] | None = None  # (token, pts of its frame)
+        self._pending: tuple[VideoFrame | None, float, int] | None = None   # (frame or None = read it, rms, pts)
+        self._token: tuple[np.ndarray | None, int] | None = None  # (token or None = camera lost, pts of its frame)
         self._stopping = False
         self.frames_overwritten = 0
         self.runs = 0
         self.errors = 0
 
     def submit(self, frame: VideoFrame, voice_rms: float) -> None:
+        """Perceive this frame (the newest submission wins)."""
+        self._put((frame, voice_rms, frame.pts_ns))
+
+    def request(self, voice_rms: float, pts_ns: int) -> None:
+        """Read the camera and perceive what it gives (the newest request wins); needs ``read``."""
+        self._put((None, voice_rms, pts_ns))
+
+    def _put(self, item: tuple[VideoFrame | None, float, int]) -> None:
         with self._cond:
             if self._pending is not None:
                 self.frames_overwritten += 1
-            self._pending = (frame, voice_rms)
+            self._pending = item
             self._cond.notify()
 
-    def latest(self) -> tuple[np.ndarray, int] | None:
+    def latest(self) -> tuple[np.ndarray | None, int] | None:
         with self._cond:
             return self._token
 
@@ -82,13 +103,18 @@ class PerceptionWorker(threading.Thread):
             self._cond.notify()
 
     def run(self) -> None:
+        self.nice = lower_current_thread(self.nice_increment, self.name)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending is not None or self._stopping)
                 if self._stopping:
                     return
-                frame, voice_rms = self._pending
+                frame, voice_rms, pts_ns = self._pending
                 self._pending = None
+            if frame is None:
+                frame = self._read(pts_ns)
+                if frame is None:
+                    continue
             start_ns = self.time_base.monotonic_ns()
             try:
                 token = self.perception.perceive(frame, voice_rms)
@@ -100,6 +126,24 @@ class PerceptionWorker(threading.Thread):
             self.runs += 1
             with self._cond:
                 self._token = (token, frame.pts_ns)
+
+    def _read(self, pts_ns: int) -> VideoFrame | None:
+        if self.read is None:
+            return None
+        start_ns = self.time_base.monotonic_ns()
+        try:
+            frame, lost = self.read()
+        except Exception:  # noqa: BLE001 - a camera's own failure is its ERROR status; anything else is counted
+            self.errors += 1
+            log.exception("camera read failed")
+            return None
+        finally:
+            if self.read_timer is not None:
+                self.read_timer.add_ns(self.time_base.monotonic_ns() - start_ns)
+        if lost:
+            with self._cond:
+                self._token = (None, pts_ns)
+        return frame
 
 
 class Planner(Protocol):
@@ -188,6 +232,7 @@ class AvatarLoop:
         stats_window_ticks: int = 20000,
         on_tick: Callable[[TickState], None] | None = None,
         perception_mode: str = "inline",
+        perception_worker_nice: int = 0,
     ):
         self.clock = clock
         self.tick_rate_hz = tick_rate_hz
@@ -213,7 +258,9 @@ class AvatarLoop:
         self.token_age_timer = StageTimer("token_age", stats_window_ticks)
         self.perception_worker: PerceptionWorker | None = None
         if perception is not None and perception_mode == "worker":
-            self.perception_worker = PerceptionWorker(perception, self.timers["perception"], clock.time_base)
+            self.perception_worker = PerceptionWorker(perception, self.timers["perception"], clock.time_base,
+                                                      perception_worker_nice, read=self._read_camera,
+                                                      read_timer=self.timers["capture"])
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -276,26 +323,32 @@ class AvatarLoop:
         if late:
             c.ticks_late += 1
 
-        self._timed("capture", lambda: self._capture(state))
-
+        # The camera is read only on ticks that perceive: nothing else uses the frame, and a frame
+        # read on an off-stride tick would only be overwritten (a scenario camera renders on read).
+        # With a perception worker the worker reads it (see PerceptionWorker); the tick only asks.
         due_by_stride = state.tick % self.perception_stride_ticks == 0
         worker = self.perception_worker
         if worker is not None:
-            if state.frame is not None and state.new_frame and due_by_stride:
+            if due_by_stride and self.camera is not None:
                 state.voice_rms = self.voice_level()
-                worker.submit(state.frame, state.voice_rms)
+                worker.request(state.voice_rms, state.pts_ns)
             newest = worker.latest()
             if newest is not None:
                 state.token = newest[0]
-                self.token_age_timer.add_ns(max(0, state.pts_ns - newest[1]))
-        elif self.perception is not None and state.frame is not None and state.new_frame and due_by_stride:
-            if late:
-                c.perception_skipped_late += 1
-            else:
-                state.voice_rms = self.voice_level()
-                state.token = self._timed("perception",
-                                          lambda: self.perception.perceive(state.frame, state.voice_rms))
-                c.perception_runs += 1
+                if newest[0] is not None:
+                    self.token_age_timer.add_ns(max(0, state.pts_ns - newest[1]))
+        else:
+            state.new_frame = False
+            if due_by_stride or self.perception is None:
+                self._timed("capture", lambda: self._capture(state))
+            if self.perception is not None and state.frame is not None and state.new_frame and due_by_stride:
+                if late:
+                    c.perception_skipped_late += 1
+                else:
+                    state.voice_rms = self.voice_level()
+                    state.token = self._timed("perception",
+                                              lambda: self.perception.perceive(state.frame, state.voice_rms))
+                    c.perception_runs += 1
 
         raw_motion = self._timed("planner", lambda: self.planner.step(state.pts_ns, state.token))
         motion, clamped = sanitize_motion(raw_motion)
@@ -311,27 +364,42 @@ class AvatarLoop:
             self.on_tick(state)
 
     def _capture(self, state: TickState) -> None:
-        state.new_frame = False
-        if self.camera is None:
-            return
-        status, frame = self.camera.read_latest()
-        c = self.counters
-        if status is CaptureStatus.OK and frame is not None:
+        frame, lost = self._read_camera(state.pts_ns)
+        if frame is not None:
             state.frame, state.new_frame = frame, True
+        if lost:
+            state.frame, state.token = None, None  # stale: the planner falls back to idle behaviour
+
+    def _read_camera(self, pts_ns: int | None = None) -> tuple[VideoFrame | None, bool]:
+        """One camera read: (the new frame or None, whether the camera was lost just now); counts and reports.
+
+        Called by the tick (``pts_ns``: its due time, for events), or by the perception worker in
+        worker mode (events then carry the media clock's time of the read); never by both.
+        """
+        camera = self.camera
+        if camera is None:
+            return None, False
+        status, frame = camera.read_latest()
+        c = self.counters
+        if pts_ns is None:
+            pts_ns = self.clock.now_ns()
+        if status is CaptureStatus.OK and frame is not None:
             if not self._camera_ok:
                 self._camera_ok = True
-                c.events.append(LoopEvent(state.pts_ns, "camera_recovered", self.camera.uri))
-        elif status is CaptureStatus.TIMEOUT:
+                c.events.append(LoopEvent(pts_ns, "camera_recovered", camera.uri))
+            return frame, False
+        if status is CaptureStatus.TIMEOUT:
             c.camera_timeouts += 1
         elif status is CaptureStatus.ERROR:
             c.camera_errors += 1
             if self._camera_ok:
                 self._camera_ok = False
-                state.frame, state.token = None, None  # stale: the planner falls back to idle behaviour
-                c.events.append(LoopEvent(state.pts_ns, "camera_lost", self.camera.uri))
+                c.events.append(LoopEvent(pts_ns, "camera_lost", camera.uri))
+                return None, True
         elif status is CaptureStatus.EOS:
-            c.events.append(LoopEvent(state.pts_ns, "camera_eos", self.camera.uri))
+            c.events.append(LoopEvent(pts_ns, "camera_eos", camera.uri))
             self.camera = None  # a file or scenario ran out: keep the avatar alive without a camera
+        return None, False
 
     # ------------------------------------------------------------------ reporting
 
@@ -365,6 +433,7 @@ class AvatarLoop:
                 "runs": self.perception_worker.runs,
                 "frames_overwritten": self.perception_worker.frames_overwritten,
                 "errors": self.perception_worker.errors,
+                "nice": self.perception_worker.nice,
                 "token_age_ms": self.token_age_timer.summary_ms(),
             },
             "motion_values_clamped": c.motion_values_clamped,

@@ -156,6 +156,7 @@ class Session:
                 stats_window_ticks=cfg.loop.stats_window_ticks,
                 on_tick=self._on_tick,
                 perception_mode=cfg.loop.perception_mode,
+                perception_worker_nice=cfg.loop.perception_worker_nice,
             )
             self._build_fleet()
             self.speaker.start()
