@@ -105,7 +105,10 @@ def test_the_report_has_the_documented_fields(run):
     assert report["memory_mb"]["peak_rss"] > 0
     assert report["planner"]["kind"] == "NeuralPlanner" and report["renderer"]["kind"] == "NeuralRenderer"
     assert report["planner"]["input_counters"]["speech_tracks"] >= 5       # every sentence reached the face
-    assert report["perception"]["engines"]
+    engines = report["engines"]                                             # every model that ran, and how
+    assert {"face_detector", "face_landmarks", "planner", "renderer_256"} <= set(engines)
+    assert all(e["backend"] == "onnxruntime" and e["precision"] and e["reason"] for e in engines.values())
+    assert report["perception_worker"]["runs"] > 0 and report["perception_worker"]["token_age_ms"]["count"] > 0
     assert report["error"] is None
 
 

@@ -13,13 +13,15 @@ the previous good engine in place.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
-from test_engines_support import config_for, install_hook, make_engines_dir
+from test_engines_support import config_for, install_hook, make_engines_dir, tiny_renderer
 
 from edge_avatar.engines import ManifestError, resolve_model
 from edge_avatar.engines import build as build_mod
@@ -403,3 +405,86 @@ def test_perception_loads_what_the_engine_build_chose_and_reports_it(tmp_path):
             assert "engines build" in choice["reason"]
     finally:
         stage.close()
+
+
+# --------------------------------------------------------------------------- per-model float layers (manifest)
+
+
+def _set_quantization(engines: Path, section, mid_layer: bool = False) -> None:
+    """The renderer_4 entry with a ``quantization`` section (and, with ``mid_layer``, a three-layer model)."""
+    path = engines / "renderer.manifest.json"
+    manifest = json.loads(path.read_text())
+    entry = manifest["models"]["renderer_4"]
+    if mid_layer:
+        data = tiny_renderer(engines / "renderer_4.onnx", mid_layer=True).read_bytes()
+        entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    entry["quantization"] = section
+    path.write_text(json.dumps(manifest))
+
+
+def test_manifest_keeps_named_layers_in_float_and_a_change_rebuilds(setup, monkeypatch) -> None:
+    engines, _, config = setup
+    _fast_int8(monkeypatch)
+    options = BuildOptions(**{**FAST.__dict__, "models": ("renderer_4",)})
+    _set_quantization(engines, None, mid_layer=True)
+    build_engines(config, options)
+    plain = _manifest(config).data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]
+    assert plain["build"]["float_layers"] == [] and plain["build"]["float_heads"] == ["fc2"]
+
+    _set_quantization(engines, {"keep_float": ["mid"], "why": "measured"}, mid_layer=True)
+    lines: list[str] = []
+    build_engines(config, options, lines.append)
+    assert any("recipe changed" in line for line in lines), lines          # the recipe is part of the key
+    art = _manifest(config).data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]
+    assert art["build"]["float_layers"] == ["/mid/MatMul"] and art["verify"]["passed"]
+    qdq = onnx.load(str(_manifest(config).artifact_path(art)))
+    dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    weighted = [n for n in qdq.graph.node if n.op_type in ("MatMul", "Gemm")]
+    inputs_from_dq = {n.name: bool(set(n.input) & dequantized) for n in weighted}
+    assert len(weighted) == 3 and sum(inputs_from_dq.values()) == 1, inputs_from_dq   # only the first is INT8
+    assert inputs_from_dq["/mid/MatMul"] is False and inputs_from_dq["fc2"] is False
+
+
+@pytest.mark.parametrize("section, words", [
+    ({"keep_float": "fc1"}, "quantization.keep_float must be a list of layer names"),
+    ({"keep_float": ["no_such_layer"]}, "matches no Conv/Gemm/MatMul node"),
+])
+def test_a_bad_float_layer_list_names_the_field_and_keeps_the_previous_build(setup, monkeypatch, section,
+                                                                              words) -> None:
+    engines, _, config = setup
+    _fast_int8(monkeypatch)
+    options = BuildOptions(**{**FAST.__dict__, "models": ("renderer_4",)})
+    _set_quantization(engines, None, mid_layer=True)
+    build_engines(config, options)
+    before = _manifest(config).data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]["file"]
+    _set_quantization(engines, section)
+    reports = build_engines(config, options)
+    assert not reports[0].ok and any(words in e for e in reports[0].errors), reports[0].errors
+    after = _manifest(config).data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]["file"]
+    assert after == before                                                 # the previous good build stays
+
+
+def test_real_renderer_loads_the_mixed_int8_build_when_it_verified_and_was_faster(tmp_path, monkeypatch) -> None:
+    """The committed renderer through the whole step: its manifest's float layers, verify, choice, load."""
+    pytest.importorskip("onnxruntime.quantization")
+    from edge_avatar.config import load_config
+    from edge_avatar.render.neural import NeuralRenderer
+    from edge_avatar.render.sampler import MotionSampler
+
+    config = load_config(overrides=[f"backend.engine_cache_dir={tmp_path / 'cache'}"])
+    before = NeuralRenderer.from_config(config)                       # nothing built yet: fp32, and why
+    assert before.engine["precision"] == "fp32" and "engines build" in before.engine["reason"]
+    _fast_int8(monkeypatch)                                            # a machine where INT8 is faster
+    options = BuildOptions(calibration=CalibrationOptions(sequence_samples=16), bench_warmup=1, bench_iterations=3,
+                           models=("renderer_256",))
+    reports = build_engines(config, options)
+    assert reports[0].ok, reports[0].errors
+    art = _manifest(config).data["models"]["renderer_256"]["artifacts"]["onnxruntime:int8"]
+    assert any("/geo/" in n for n in art["build"]["float_layers"])   # the manifest's recipe was applied
+    assert art["verify"]["passed"] and art["verify"]["metrics"]["psnr_db_mean"] >= 35.0
+    after = NeuralRenderer.from_config(config)
+    assert after.engine == {"model": "renderer_256", "backend": "onnxruntime", "precision": "int8",
+                            "reason": after.engine["reason"]} and after.model_path.name.endswith(".int8.onnx")
+    motion = MotionSampler(11).batch(1)[0]
+    assert psnr_db(before.render(motion), after.render(motion), 255.0) >= 30.0
+    before.close(), after.close()

@@ -24,18 +24,23 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def tiny_renderer(path: Path, size_px: int = 4, seed: int = 5) -> Path:
-    """motion (1, 64) + background_rgb (3,) -> image (1, S, S, 3) uint8, like renderer.manifest.json says."""
+def tiny_renderer(path: Path, size_px: int = 4, seed: int = 5, mid_layer: bool = False) -> Path:
+    """motion (1, 64) + background_rgb (3,) -> image (1, S, S, 3) uint8, like renderer.manifest.json says.
+
+    ``mid_layer``: a third MatMul ("/mid/MatMul", exported-style name) between the two.
+    """
     rng = np.random.default_rng(seed)
     hidden = 32
     w1 = (rng.standard_normal((64, hidden)) * 0.2).astype(np.float32)
     b1 = (rng.standard_normal(hidden) * 0.1).astype(np.float32)
     w2 = (rng.standard_normal((hidden, size_px * size_px * 3)) * 2.0).astype(np.float32)
+    mid = [helper.make_node("MatMul", ["h2", "wm"], ["hm"], name="/mid/MatMul")] if mid_layer else []
     nodes = [
         helper.make_node("MatMul", ["motion", "w1"], ["h0"], name="fc1"),
         helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),
         helper.make_node("Relu", ["h1"], ["h2"], name="relu"),
-        helper.make_node("MatMul", ["h2", "w2"], ["h3"], name="fc2"),
+        *mid,
+        helper.make_node("MatMul", ["hm" if mid_layer else "h2", "w2"], ["h3"], name="fc2"),
         helper.make_node("Reshape", ["h3", "shape"], ["h4"], name="to_image"),
         helper.make_node("Add", ["h4", "background_rgb"], ["h5"], name="background"),
         helper.make_node("Clip", ["h5", "lo", "hi"], ["h6"], name="clip"),
@@ -45,6 +50,8 @@ def tiny_renderer(path: Path, size_px: int = 4, seed: int = 5) -> Path:
              numpy_helper.from_array(np.array([1, size_px, size_px, 3], np.int64), "shape"),
              numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
              numpy_helper.from_array(np.array(255.0, np.float32), "hi")]
+    if mid_layer:
+        inits.append(numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.2).astype(np.float32), "wm"))
     graph = helper.make_graph(nodes, "tiny_renderer",
                               [helper.make_tensor_value_info("motion", TensorProto.FLOAT, [1, 64]),
                                helper.make_tensor_value_info("background_rgb", TensorProto.FLOAT, [3])],

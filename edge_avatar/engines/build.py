@@ -44,7 +44,13 @@ from edge_avatar.engines.calibration import (
 )
 from edge_avatar.engines.errors import BuildError, CalibrationError, EngineError, ManifestError
 from edge_avatar.engines.manifest import ModelEntry, load_entries, sha256_file, validate
-from edge_avatar.engines.quantize import QuantPolicy, policy_for, quantize_int8, recipe_fingerprint
+from edge_avatar.engines.quantize import (
+    QuantPolicy,
+    keep_float_layers,
+    policy_for,
+    quantize_int8,
+    recipe_fingerprint,
+)
 from edge_avatar.engines.verify import VerifyResult, compare
 
 log = logging.getLogger(__name__)
@@ -232,13 +238,21 @@ class EngineBuilder:
                 self._fingerprints[family] = sequence_fingerprint(entry, self.options.calibration)
         return self._fingerprints[family]
 
+    def recipe(self, entry: ModelEntry) -> str:
+        """The INT8 recipe's fingerprint for ``entry``: the common recipe plus the layers its manifest keeps float."""
+        try:
+            layers = keep_float_layers(entry)
+        except BuildError as exc:  # no artifact can match it; the build itself reports the field
+            return f"invalid: {exc}"
+        return recipe_fingerprint(layers) if layers else self._recipe
+
     def key(self, entry: ModelEntry, target: Target, onnx_sha: str) -> CacheKey:
         if target.backend == "tensorrt":
             runtime, device = self.machine.trt_runtime, self.machine.gpu
         else:
             runtime, device = self.machine.ort_runtime, self.machine.cpu
         calibration = self.fingerprint(entry) if target.precision == "int8" else ""
-        recipe = self._recipe if target.precision == "int8" else ""
+        recipe = self.recipe(entry) if target.precision == "int8" else ""
         return CacheKey(entry.name, onnx_sha, runtime, device, self.config.board.name, self.config.board.power_mode,
                         target.precision, recipe, calibration)
 
@@ -279,7 +293,7 @@ class EngineBuilder:
                                    f"({data.description})")
             with tempfile.TemporaryDirectory(prefix="edge-avatar-qdq-") as tmp:
                 tmp_path = Path(tmp) / path.name
-                facts = quantize_int8(entry.name, entry.path, data, tmp_path)
+                facts = quantize_int8(entry.name, entry.path, data, tmp_path, keep_float_layers(entry))
                 self._write(entry, target, tmp_path, path)
         else:
             from edge_avatar.engines.tensorrt_build import build_engine  # noqa: PLC0415

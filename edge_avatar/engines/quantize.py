@@ -23,6 +23,13 @@ Recipe (``RECIPE`` is part of every cache key):
 
 ``POLICIES`` keeps in float the models whose INT8 was measured to be harmful
 (numbers in BENCHMARKS.md), with the reason; ``--int8 all`` tries them anyway.
+
+A model's own manifest may keep more layers in float (``"quantization":
+{"keep_float": [...], "why": "..."}``): layer names matched as ``/<name>/``
+in the exported node names, chosen by measuring the model layer by layer.
+The renderer keeps its geometry decoder and its eye decoder's last layer in
+float this way (``edge_avatar.render.evaluate.INT8_VARIANTS``). The list is
+part of that model's recipe fingerprint, so changing it rebuilds the model.
 """
 
 from __future__ import annotations
@@ -96,11 +103,36 @@ def policy_for(name: str, int8_mode: str = "policy") -> QuantPolicy:
     return policy
 
 
-def recipe_fingerprint() -> str:
+def recipe_fingerprint(keep_float: tuple[str, ...] = ()) -> str:
+    """Hash of the recipe (and the quantizer's version); a model's float layers are part of its recipe."""
     import onnxruntime  # noqa: PLC0415
 
-    text = json.dumps({**RECIPE, "onnxruntime": onnxruntime.__version__}, sort_keys=True)
+    recipe: dict[str, Any] = {**RECIPE, "onnxruntime": onnxruntime.__version__}
+    if keep_float:
+        recipe["keep_float"] = sorted(keep_float)
+    text = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def keep_float_layers(entry: Any) -> tuple[str, ...]:
+    """The layers ``entry``'s manifest keeps in float (``quantization.keep_float``); () if it names none.
+
+    Raises ``BuildError`` naming the manifest field when the section is malformed.
+    """
+    section = entry.extra.get("quantization")
+    if section is None:
+        return ()
+    layers = section.get("keep_float") if isinstance(section, dict) else None
+    if not isinstance(layers, list) or not all(isinstance(x, str) and x.strip("/") for x in layers):
+        raise BuildError(entry.name, "int8 quantization",
+                         f"{entry.manifest_path}: models.{entry.name}.quantization.keep_float must be a list of "
+                         f"layer names (e.g. [\"geo/out\"]), got {layers!r}")
+    return tuple(x.strip("/") for x in layers)
+
+
+def layer_nodes(node_names: list[str], layers: tuple[str, ...]) -> list[str]:
+    """The nodes of ``node_names`` inside any of ``layers``: "geo/out" matches "/student/geo/out/Conv" and "geo/out"."""
+    return [n for n in node_names if any(f"/{layer}/" in f"/{n.strip('/')}/" for layer in layers)]
 
 
 # --------------------------------------------------------------------------- graph preparation
@@ -164,8 +196,12 @@ def _name_nodes(model: Any) -> None:
 # --------------------------------------------------------------------------- quantization
 
 
-def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path) -> dict[str, Any]:
-    """Write the INT8 Q/DQ ONNX of ``source`` to ``out_path`` (a temporary path the caller renames); returns facts."""
+def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path,
+                  keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write the INT8 Q/DQ ONNX of ``source`` to ``out_path`` (a temporary path the caller renames); returns facts.
+
+    ``keep_float``: layers kept in float besides the output heads (``keep_float_layers`` of the manifest).
+    """
     import onnx  # noqa: PLC0415
     import onnxruntime  # noqa: PLC0415
     from onnxruntime.quantization import (  # noqa: PLC0415
@@ -199,6 +235,11 @@ def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path
             quant_pre_process(str(prepared), str(pre), skip_symbolic_shape=True)
         pre_model = onnx.load(str(pre))
         heads = output_head_nodes(pre_model)
+        weighted = [n.name for n in pre_model.graph.node if n.op_type in QUANTIZED_OP_TYPES]
+        float_layers = [n for n in layer_nodes(weighted, keep_float) if n not in heads]
+        if keep_float and not float_layers:
+            raise BuildError(name, "int8 quantization", f"quantization.keep_float {list(keep_float)} matches no "
+                                                        f"Conv/Gemm/MatMul node of {source.name}")
         chatter = io.StringIO()  # the calibrators print progress on stdout, which carries our --json
         with contextlib.redirect_stdout(chatter):
             quantize_static(
@@ -206,7 +247,7 @@ def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=heads,
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=heads + float_layers,
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
         if chatter.getvalue().strip():
@@ -222,4 +263,5 @@ def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path
         raise BuildError(name, "int8 quantization", "the quantizer inserted no QuantizeLinear node "
                                                      "(no Conv/Gemm/MatMul to quantize?)")
     return {"onnxruntime": onnxruntime.__version__, "calibration_samples": len(data.calibration),
-            "dequantize_folded": folded, "float_heads": heads, "qdq_nodes": counts}
+            "dequantize_folded": folded, "float_heads": heads, "float_layers": float_layers,
+            "weighted_nodes": len(weighted), "qdq_nodes": counts}

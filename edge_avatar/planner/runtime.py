@@ -86,6 +86,7 @@ class NeuralPlanner:
         self._features = np.zeros((1, 1, INPUT_SIZE), np.float32)
         self._feeds = {"features": self._features, "state_in": self._state}   # reused every tick
         self.counters = {"ticks": 0, "nan_outputs": 0, "resets": 0}
+        self.engine: dict[str, Any] | None = None   # which build runs, and why (set by from_config)
         self.last_inputs: np.ndarray | None = None
 
     @classmethod
@@ -97,20 +98,25 @@ class NeuralPlanner:
                                    stale_after_ms=pc.stale_perception_ms)
         backend = getattr(config, "backend", None) or BackendConfig()
         path, backend_name = Path(pc.model) if pc.model else DEFAULT_MODEL, "onnxruntime"
+        engine = {"precision": "fp32", "reason": "the fp32 ONNX (no engine build consulted)"}
         if pc.model:
             backend_name = "tensorrt" if path.suffix.lower() in (".engine", ".plan", ".trt") else "onnxruntime"
+            engine = {"precision": "as built", "reason": f"planner.model = {pc.model}"}
         else:
             try:  # the engine build's choice (INT8 / TensorRT when built and verified here), else the fp32 ONNX
                 from edge_avatar.engines import EngineError, resolve_model  # noqa: PLC0415
 
                 resolved = resolve_model("planner", config)
                 path, backend_name = resolved.path, resolved.backend
+                engine = {"precision": resolved.precision, "reason": resolved.reason}
                 log.info("planner: %s %s (%s)", resolved.precision, path.name, resolved.reason)
             except ImportError as exc:
                 log.info("planner: %s (engine builds unavailable: %s)", path, exc)
             except (KeyError, EngineError) as exc:
                 log.warning("planner: using %s (no engine build choice: %s)", path, exc)
-        return cls(inputs, path, backend_name, backend, pc.verify_sha256, stream)
+        planner = cls(inputs, path, backend_name, backend, pc.verify_sha256, stream)
+        planner.engine = {"model": "planner", "backend": backend_name, **engine}
+        return planner
 
     def warm_up(self, iterations: int = 5) -> float:
         """Run on zero inputs (state untouched); mean ms per call."""

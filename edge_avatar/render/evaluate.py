@@ -220,62 +220,27 @@ def calibration_motion(count: int, seed: int = INT8_CALIBRATION_SEED) -> np.ndar
     return np.concatenate([usual, MotionSampler(seed + 1, "extremes").batch(ends)], 0)
 
 
-def _weighted_nodes(model: Any) -> list[str]:
-    from edge_avatar.engines.quantize import QUANTIZED_OP_TYPES  # noqa: PLC0415
-
-    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OP_TYPES]
-
-
 def quantize_int8(source: str | Path, out_path: str | Path, motions: np.ndarray,
                   background_rgb: tuple[int, int, int], keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write an INT8 Q/DQ copy of the renderer ``source`` to ``out_path``; returns what was done.
 
-    ONNX Runtime static quantization with the recipe of ``edge-avatar engines build``
-    (``edge_avatar.engines.quantize``): QDQ, int8 symmetric activations and per-channel weights, MinMax
-    ranges from ``motions`` (rendered over ``background_rgb``), Conv and Gemm only (GridSample, Resize and
-    the compositing stay float). The layers named in ``keep_float`` stay in float: "geo/out" is the geometry
-    decoder's last layer, "out" the last layer of every decoder, "shader2" the shader's last.
+    Exactly what ``edge-avatar engines build`` makes (``edge_avatar.engines.quantize.quantize_int8``: QDQ,
+    int8 symmetric activations and per-channel weights, MinMax ranges, Conv/Gemm/MatMul only, so
+    GridSample, Resize and the compositing stay float), calibrated on ``motions`` rendered over
+    ``background_rgb``. The layers named in ``keep_float`` stay in float: "geo/out" is the geometry
+    decoder's last layer, "out" the last layer of every decoder, "shader2" the shader's last; the build
+    takes its list from the renderer manifest's ``quantization.keep_float``.
     """
-    import contextlib  # noqa: PLC0415
-    import io  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-
-    import onnx  # noqa: PLC0415
-    from onnxruntime.quantization import (  # noqa: PLC0415
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
-
-    from edge_avatar.engines.quantize import QUANTIZED_OP_TYPES  # noqa: PLC0415
+    from edge_avatar.engines.calibration import CalibrationData  # noqa: PLC0415
+    from edge_avatar.engines.quantize import quantize_int8 as quantize_model  # noqa: PLC0415
 
     background = np.asarray(background_rgb, np.float32).reshape(3)
     feeds = [{"motion": m.reshape(1, -1).astype(np.float32), "background_rgb": background} for m in motions]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = iter(feeds)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._feeds, None)
-
-    with tempfile.TemporaryDirectory(prefix="edge-avatar-renderer-int8-") as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        # Folds the float16 -> float32 weight casts of the exported file, so the quantizer sees float weights.
-        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-        weighted = _weighted_nodes(onnx.load(str(pre)))
-        excluded = [n for n in weighted if any(f"/{k}/" in n for k in keep_float)]   # "/student/geo/out/Conv"
-        with contextlib.redirect_stdout(io.StringIO()):   # the calibrator prints progress
-            quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax,
-                            op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=excluded,
-                            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    return {"calibration_frames": len(feeds), "weighted_nodes": len(weighted),
-            "int8_nodes": len(weighted) - len(excluded), "float_nodes": excluded,
+    data = CalibrationData("renderer", feeds, [], f"{len(feeds)} motion frames", "")
+    facts = quantize_model("renderer", Path(source), data, Path(out_path), tuple(keep_float))
+    floats = facts["float_heads"] + facts["float_layers"]
+    return {"calibration_frames": len(feeds), "weighted_nodes": facts["weighted_nodes"],
+            "int8_nodes": facts["weighted_nodes"] - len(floats), "float_nodes": floats,
             "bytes": Path(out_path).stat().st_size}
 
 

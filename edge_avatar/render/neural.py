@@ -76,13 +76,48 @@ class NeuralRenderer:
         self.frames = 0
         self.values_clamped = 0
         self.frames_clamped = 0
+        self.engine: dict[str, Any] = {"model": path.stem.split(".")[0], "backend": self.backend.name,
+                                       "precision": "fp32" if path.suffix == ".onnx" else "as built",
+                                       "reason": "model file given directly"}
         self.backend.warm_up()
 
     @classmethod
-    def from_config(cls, config: Any) -> "NeuralRenderer":
-        """From a RootConfig: render size, display background, backend."""
-        return cls(config.render.width_px, config.render.height_px, tuple(config.display.background_rgb),
-                   config.backend)
+    def from_config(cls, config: Any, model_path: str | Path | None = None) -> "NeuralRenderer":
+        """From a RootConfig: render size, display background, backend, and the engine build's choice.
+
+        Without ``model_path`` the file is what ``edge-avatar engines build`` chose and verified on
+        this machine for ``renderer_<size>`` (``edge_avatar.engines.resolve_model``): a TensorRT
+        engine or an INT8 Q/DQ ONNX where one verified and was faster, else the fp32 ONNX. Which one,
+        and why, is in ``stats()["engine"]``.
+        """
+        engines_dir = getattr(config.perception, "engines_dir", "") or None
+        engine: dict[str, Any] | None = None
+        if model_path:
+            engine = {"precision": "as built", "reason": f"avatar.model_file = {model_path}"}
+        else:
+            width = config.render.width_px
+            sizes = [s for s in TRAINED_SIZES_PX if s <= width and model_path_for(s, engines_dir).is_file()]
+            size = width if model_path_for(width, engines_dir).is_file() or not sizes else sizes[-1]
+            try:
+                from edge_avatar.engines import EngineError, resolve_model  # noqa: PLC0415
+
+                resolved = resolve_model(f"renderer_{size}", config)
+                if size != width:
+                    log.warning("no %dpx renderer model; rendering at %dpx and scaling up -- train one with "
+                                "`edge-avatar train renderer --size %d`", width, size, width)
+                model_path = resolved.path
+                engine = {"precision": resolved.precision, "reason": resolved.reason}
+                log.info("renderer: %s %s (%s)", resolved.precision, resolved.path.name, resolved.reason)
+            except ImportError as exc:
+                log.info("renderer: engine builds unavailable (%s); the fp32 ONNX", exc)
+            except (KeyError, EngineError) as exc:
+                log.warning("renderer: no engine build choice (%s); the fp32 ONNX", exc)
+        renderer = cls(width_px=config.render.width_px, height_px=config.render.height_px,
+                       background_rgb=tuple(config.display.background_rgb), backend=config.backend,
+                       model_path=model_path, engines_dir=engines_dir)
+        renderer.engine = {"model": renderer.model_path.stem.split(".")[0], "backend": renderer.backend.name,
+                           **(engine or {"precision": "fp32", "reason": "the fp32 ONNX (no engine build consulted)"})}
+        return renderer
 
     def render(self, motion: np.ndarray) -> np.ndarray:
         """(64,) motion frame -> (H, W, 3) uint8 RGB over the background colour."""
@@ -101,7 +136,8 @@ class NeuralRenderer:
         return image
 
     def stats(self) -> dict[str, Any]:
-        return {"model": str(self.model_path), "backend": self.backend.name, "frames": self.frames,
+        return {"model": str(self.model_path), "backend": self.backend.name, "engine": self.engine,
+                "frames": self.frames,
                 "motion_values_clamped": self.values_clamped, "frames_with_clamped_values": self.frames_clamped}
 
     def close(self) -> None:

@@ -208,8 +208,7 @@ class Session:
             return TeacherRenderer(cfg.render.width_px, cfg.render.height_px, 3, tuple(cfg.display.background_rgb))
         from edge_avatar.render.neural import NeuralRenderer  # noqa: PLC0415
 
-        return NeuralRenderer(cfg.render.width_px, cfg.render.height_px, tuple(cfg.display.background_rgb),
-                              cfg.backend, model_path=cfg.avatar.model_file or None)
+        return NeuralRenderer.from_config(cfg, model_path=cfg.avatar.model_file or None)
 
     def _build_perception(self):
         if self.options.placeholder_perception or not self.config.perception.enabled:
@@ -385,6 +384,19 @@ class Session:
         model = getattr(component, "model_path", None)
         if model is not None:
             out.setdefault("model", str(model))
+        engine = getattr(component, "engine", None)
+        if isinstance(engine, dict):
+            out.setdefault("engine", engine)
+        return out
+
+    def _engines_summary(self) -> dict[str, dict[str, Any]]:
+        """Backend, precision and the reason, per model that ran: what ``engines build`` chose, or fp32 and why."""
+        out: dict[str, dict[str, Any]] = {}
+        out.update((self._perception_summary() or {}).get("engines") or {})
+        for component in (self.planner, self.renderer):
+            engine = getattr(component, "engine", None)
+            if isinstance(engine, dict) and engine.get("model"):
+                out[engine["model"]] = {k: v for k, v in engine.items() if k != "model"}
         return out
 
     def _perception_summary(self) -> dict[str, Any]:
@@ -420,6 +432,7 @@ class Session:
             "av_offset_ms": _offset_summary([t["av_offset_ms"] for t in turns if t.get("av_offset_ms") is not None]),
             "lip_sync": {k: v for k, v in sync.items() if k not in ("turns",)} if sync else None,
             "conversation_events": self.conversation.events if self.conversation else [],
+            "engines": self._engines_summary(),
             "perception": self._perception_summary(),
             "planner": self._component_stats(self.planner),
             "renderer": self._component_stats(self.renderer),
