@@ -71,7 +71,7 @@ def test_dev_board_keeps_the_cpu_defaults():
     assert config.backend.name == "onnxruntime"
     assert config.board.precision == "fp32"
     assert config.loop.tick_rate_hz == 30.0
-    assert config.loop.perception_stride_ticks == 2   # 15 Hz perception: what 2 CPU cores hold beside the tick
+    assert config.loop.perception_stride_ticks == 3   # 10 Hz perception: what 2 CPU cores hold beside the tick
     assert config.audio_output.uri == "virtual://"
     assert config.board.nvpmodel_id == -1 and config.board.gpu_memory_mb == 0
     assert load_config() == config  # x86-cpu is the default board
