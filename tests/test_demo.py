@@ -86,6 +86,9 @@ def test_the_conversation_follows_the_script(run):
             (turn["first_audio_s"] - turn["end_of_speech_s"]) * 1000, abs=2.0)
     summary = report["response_latency_ms"]
     assert summary["count"] == 3 and summary["p50"] <= summary["p95"] <= summary["max"]
+    answers = _answers(report)
+    excluding = sorted(t["response_latency_ms"] - t["end_of_turn_wait_ms"] for t in answers)
+    assert report["response_latency_excluding_wait_ms"]["p50"] == pytest.approx(excluding[1], abs=0.1)
 
 
 def test_every_spoken_turn_has_its_lip_sync_measured_from_the_pixels(run):

@@ -40,6 +40,7 @@ def summarise_demo_report(report: dict[str, Any]) -> dict[str, Any]:
         "frames": {k: frames.get(k) for k in ("rendered", "dropped", "dropped_pct", "fps")},
         "response_latency_ms": latency,
         "end_of_turn_wait_ms": report.get("end_of_turn_wait_ms", {}),
+        "response_latency_excluding_wait_ms": report.get("response_latency_excluding_wait_ms", {}),
         "av_offset_ms": av,
         "av_offset_ms_per_turn": [t.get("av_offset_ms") for t in turns],
         "turns": [{k: t.get(k) for k in ("turn_id", "kind", "tier", "response_latency_ms", "end_of_turn_wait_ms",

@@ -429,6 +429,10 @@ class Session:
             "response_latency_ms": _summary(latencies),
             "end_of_turn_wait_ms": _summary([t["end_of_turn_wait_ms"] for t in turns
                                              if t.get("end_of_turn_wait_ms") is not None]),
+            # What the avatar itself adds once the turn is over: the final words, the answer, the first sentence.
+            "response_latency_excluding_wait_ms": _summary([
+                t["response_latency_ms"] - t["end_of_turn_wait_ms"] for t in turns
+                if t["response_latency_ms"] is not None and t.get("end_of_turn_wait_ms") is not None]),
             "av_offset_ms": _offset_summary([t["av_offset_ms"] for t in turns if t.get("av_offset_ms") is not None]),
             "lip_sync": {k: v for k, v in sync.items() if k not in ("turns",)} if sync else None,
             "conversation_events": self.conversation.events if self.conversation else [],
