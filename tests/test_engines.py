@@ -443,6 +443,10 @@ def test_manifest_keeps_named_layers_in_float_and_a_change_rebuilds(setup, monke
     inputs_from_dq = {n.name: bool(set(n.input) & dequantized) for n in weighted}
     assert len(weighted) == 3 and sum(inputs_from_dq.values()) == 1, inputs_from_dq   # only the first is INT8
     assert inputs_from_dq["/mid/MatMul"] is False and inputs_from_dq["fc2"] is False
+    assert resolve_model("renderer_4", config).precision == "int8"
+    _set_quantization(engines, {"keep_float": ["fc1"]}, mid_layer=True)     # edited, not rebuilt
+    resolved = resolve_model("renderer_4", config)
+    assert resolved.precision == "fp32" and "INT8 recipe changed" in resolved.reason, resolved.reason
 
 
 @pytest.mark.parametrize("section, words", [

@@ -285,6 +285,25 @@ def test_tracking_redetects_every_n_frames_and_after_loss(astronaut):
     assert np.abs(np.diff(rolls)).max() < 6.0
 
 
+def test_a_gap_in_the_frames_redetects_but_a_slow_steady_rate_keeps_tracking(astronaut):
+    """A starved worker's 600 ms gap: the ROI is stale, detect. Frames 400 ms apart all along: keep tracking."""
+    from edge_avatar.perception.bench import astronaut_sequence
+
+    frames = astronaut_sequence(12)
+    config = PerceptionConfig(redetect_interval_frames=100, hands_enabled=False, track_max_gap_ms=250)
+    stage = VisionPerception(config)
+    try:
+        pts_ms = [k * 100 for k in range(6)] + [1100 + k * 100 for k in range(6)]   # a 600 ms hole after 500
+        ran = [k for k, (t, f) in enumerate(zip(pts_ms, frames))
+               if stage.process(VideoFrame(int(t * 1e6), k, f)).detection_ran]
+        assert ran == [0, 6] and stage.gap_redetections == 1
+        stage.reset()
+        ran = [k for k, f in enumerate(frames) if stage.process(VideoFrame(int(k * 400e6), k, f)).detection_ran]
+        assert ran == [0] and stage.gap_redetections == 0        # 400 ms is this camera's normal: no re-detection
+    finally:
+        stage.close()
+
+
 # --------------------------------------------------------------------------- several people
 
 

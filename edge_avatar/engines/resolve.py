@@ -56,6 +56,23 @@ def _current_runtime_and_device(backend: str) -> tuple[str, str]:
     return cache_mod.onnxruntime_runtime(), cache_mod.cpu_device()
 
 
+def _recipe_problems(entry: Any, built_recipe: str) -> list[str]:
+    """An INT8 build made with other float layers than the manifest names now is stale."""
+    from edge_avatar.engines.errors import BuildError  # noqa: PLC0415
+    from edge_avatar.engines.quantize import keep_float_layers, recipe_fingerprint  # noqa: PLC0415
+
+    try:
+        layers = keep_float_layers(entry)
+        if built_recipe == recipe_fingerprint(layers):
+            return []
+    except BuildError as exc:
+        return [str(exc)]
+    except Exception as exc:  # noqa: BLE001 - no quantizer here to say: not provably current
+        return [f"cannot check its INT8 recipe: {exc}"]
+    return [f"the INT8 recipe changed since the build (quantization.keep_float in {entry.manifest_path.name}: "
+            f"{list(layers) or 'none'})"]
+
+
 def resolve_model(name: str, config: Any) -> ResolvedModel:
     """The file to load for model ``name`` under ``config`` (a ``RootConfig``): chosen build, else fp32 ONNX.
 
@@ -101,6 +118,8 @@ def resolve_model(name: str, config: Any) -> ResolvedModel:
     wanted = CacheKey(name, have.onnx_sha256, runtime, device, board.name, board.power_mode, have.precision,
                       have.recipe, have.calibration)
     problems += wanted.differences(have)
+    if have.precision == "int8":
+        problems += _recipe_problems(entry, have.recipe)
     path = manifest.artifact_path(record)
     if not problems:
         if not path.is_file():

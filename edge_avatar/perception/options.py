@@ -40,7 +40,7 @@ class PerceptionConfig:
     face_nms_iou: float = _range(0.05, 0.95, 0.3)
     max_faces: int = _range(1, 10, 3)                       # faces meshed per frame (closest first)
     redetect_interval_frames: int = _range(1, 300, 10)      # full-frame detection every N frames, or on loss
-    track_max_gap_ms: float = _range(10.0, 10000.0, 250.0)  # longer since the last frame: ROI stale, detect
+    track_max_gap_ms: float = _range(10.0, 10000.0, 250.0)  # a gap this long (and 2x the usual): detect
     face_roi_scale: float = _range(1.0, 3.0, 1.5)           # mesh crop = face box x this (MediaPipe: 1.5)
     landmark_min_presence: float = _range(0.05, 0.99, 0.5)  # below: the track is lost, re-detect
     track_match_iou: float = _range(0.05, 0.95, 0.3)        # detection <-> track association

@@ -217,6 +217,8 @@ class VisionPerception:
         self._next_id = 1
         self._force_detect = True
         self._last_pts_ns: int | None = None
+        self._usual_gap_ms: float | None = None      # running mean of the time between frames
+        self.gap_redetections = 0
         self._force_hand_detect = True
         self.selector.reset()
         self.engagement.reset()
@@ -275,9 +277,15 @@ class VisionPerception:
         t = time.perf_counter_ns()
         frame_index = self._frame_index
         self._frame_index += 1  # counts every frame offered, so "every N frames" is in camera frames
-        if self._last_pts_ns is not None and (pts_ns - self._last_pts_ns) / 1e6 > c.track_max_gap_ms:
-            # A starved worker or a slow camera: the visitor moved since the ROIs were made, so detect.
-            self._force_detect = self._force_hand_detect = True
+        if self._last_pts_ns is not None:
+            gap_ms = (pts_ns - self._last_pts_ns) / 1e6
+            usual_ms = self._usual_gap_ms if self._usual_gap_ms is not None else gap_ms
+            if gap_ms > max(c.track_max_gap_ms, 2.0 * usual_ms):
+                # A starved worker or a camera hiccup: the visitor moved since the ROIs were made, so detect.
+                # (Relative to the usual gap too, so a slow perception rate does not turn tracking off.)
+                self._force_detect = self._force_hand_detect = True
+                self.gap_redetections += 1
+            self._usual_gap_ms = usual_ms + 0.1 * (min(gap_ms, 4.0 * usual_ms) - usual_ms)
         self._last_pts_ns = pts_ns
         image = getattr(frame, "image", None)
         reason = check_frame(image, c)

@@ -201,7 +201,7 @@ _GEOMETRY = ("geo/fc1", "geo/fc2", "geo/conv1", "geo/conv2", "geo/out", "eye_gaz
 # together far more than each alone; the eye decoder's last layer (eye/out: colours, coverage and the opening's
 # logit in one tensor, one activation scale) costs 2.2 dB; every other texture and shader layer < 0.2 dB.
 INT8_VARIANTS: dict[str, tuple[str, ...]] = {
-    "all": (),                                                     # every Conv and Gemm in INT8
+    "all": (),                                                     # every weighted layer but the output heads
     "ends_fp32": ("fc1", "out", "shader2"),                        # first and last layer of every part in float
     "geometry_fp32": _GEOMETRY,                                    # the geometry decoder and the gaze shift
     "geometry_eyes_fp32": _GEOMETRY + ("eye/out",),                # ... and the eye decoder's last layer
@@ -291,7 +291,7 @@ def evaluate_int8(model: str | Path, motions: list[np.ndarray], teacher_images: 
         "calibration": {"frames": len(cal), "seed": INT8_CALIBRATION_SEED, "extremes_share": INT8_EXTREMES_SHARE,
                         "sampler": "edge_avatar.render.sampler.MotionSampler"},
         "recipe": "onnxruntime quantize_static: QDQ, int8 symmetric activations, int8 symmetric per-channel "
-                  "weights, MinMax, Conv and Gemm",
+                  "weights, MinMax, Conv/Gemm/MatMul, output heads in float (edge_avatar.engines.quantize)",
         "fp32": {"psnr_db": fp32["psnr_db"], "ssim": fp32["ssim"]},
         "variants": {},
     }

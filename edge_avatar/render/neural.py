@@ -77,7 +77,8 @@ class NeuralRenderer:
         self.values_clamped = 0
         self.frames_clamped = 0
         self.engine: dict[str, Any] = {"model": path.stem.split(".")[0], "backend": self.backend.name,
-                                       "precision": "fp32" if path.suffix == ".onnx" else "as built",
+                                       "precision": ("int8" if ".int8." in path.name else "fp32")
+                                       if path.suffix == ".onnx" else "as built",
                                        "reason": "model file given directly"}
         self.backend.warm_up()
 

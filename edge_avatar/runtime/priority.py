@@ -16,6 +16,7 @@ Elsewhere (macOS, Windows) this does nothing and says so once at debug level.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -34,10 +35,37 @@ def lower_current_thread(increment: int, role: str) -> int | None:
 
 
 def lower_process(pid: int, increment: int, role: str) -> int | None:
-    """Raise child process ``pid``'s nice value by ``increment`` (threads it starts later inherit it)."""
+    """Raise child process ``pid``'s nice value by ``increment``: every thread it has, and its autogroup.
+
+    Threads it starts later inherit the value. A child started in its own session (``setsid``) gets
+    its own scheduler autogroup where the kernel has them (``/proc/sys/kernel/sched_autogroup_enabled``),
+    and nice values only rank tasks inside one group; the group's own nice is what ranks it against
+    ours, so that is lowered too.
+    """
     if increment <= 0:
         return None
-    return _lower(pid, increment, f"process {role} (pid {pid})")
+    value = _lower(pid, increment, f"process {role} (pid {pid})")
+    if value is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            if int(tid) != pid:
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, int(tid), value)
+    _lower_autogroup(pid, value, role)
+    return value
+
+
+def _lower_autogroup(pid: int, value: int, role: str) -> None:
+    path = f"/proc/{pid}/autogroup"     # "/autogroup-123 nice 0"; absent without CONFIG_SCHED_AUTOGROUP
+    try:
+        with open(path) as f:
+            current = int(f.read().split("nice")[1])
+        if value > current:
+            with open(path, "w") as f:
+                f.write(str(value))
+    except (OSError, ValueError, IndexError) as exc:
+        log.debug("process %s (pid %d): autogroup nice not set: %s", role, pid, exc)
 
 
 def _lower(ident: int, increment: int, what: str) -> int | None:

@@ -319,12 +319,13 @@ class Session:
         if self.motion_stream is not None and state.motion is not None:
             self.motion_stream.publish(state.motion)
         if self.fleet is not None and self.loop is not None:
-            events = self.loop.counters.events
-            for event in events[self._last_camera_event:]:
+            # The perception worker may append camera events meanwhile: advance by what was read, not len().
+            new_events = self.loop.counters.events[self._last_camera_event:]
+            self._last_camera_event += len(new_events)
+            for event in new_events:
                 kind = {"camera_lost": "degraded", "camera_recovered": "recovered"}.get(event.kind)
                 if kind:
                     self.fleet.event(kind, component="camera", detail=event.detail, pts_s=round(event.pts_ns / 1e9, 3))
-            self._last_camera_event = len(events)
         if self.options.on_tick is not None:
             self.options.on_tick(state)
 
