@@ -59,9 +59,9 @@ class PerceptionWorker(threading.Thread):
     empty token, so the planner falls back to idle behaviour.
     """
 
-    def __init__(self, perception: Perception, timer: StageTimer, time_base, nice_increment: int = 0,
-                 read: Callable[[], tuple[VideoFrame | None, bool]] | None = None,
-                 read_timer: StageTimer | None = None):
+    def __init__(self, perception: Perception, timer: StageTimer, time_base,
+                 read: Callable[[], tuple[VideoFrame | None, bool]], read_timer: StageTimer,
+                 nice_increment: int = 0):
         super().__init__(name="edge-avatar-perception", daemon=True)
         self.perception = perception
         self.nice_increment = nice_increment
@@ -71,26 +71,19 @@ class PerceptionWorker(threading.Thread):
         self.read = read
         self.read_timer = read_timer
         self._cond = threading.Condition()
-        self._pending: tuple[VideoFrame | None, float, int] | None = None   # (frame or None = read it, rms, pts)
+        self._pending: tuple[float, int] | None = None   # (voice rms, pts of the tick that asked)
         self._token: tuple[np.ndarray | None, int] | None = None  # (token or None = camera lost, pts of its frame)
         self._stopping = False
         self.frames_overwritten = 0
         self.runs = 0
         self.errors = 0
 
-    def submit(self, frame: VideoFrame, voice_rms: float) -> None:
-        """Perceive this frame (the newest submission wins)."""
-        self._put((frame, voice_rms, frame.pts_ns))
-
     def request(self, voice_rms: float, pts_ns: int) -> None:
-        """Read the camera and perceive what it gives (the newest request wins); needs ``read``."""
-        self._put((None, voice_rms, pts_ns))
-
-    def _put(self, item: tuple[VideoFrame | None, float, int]) -> None:
+        """Read the camera and perceive what it gives (the newest request wins)."""
         with self._cond:
             if self._pending is not None:
                 self.frames_overwritten += 1
-            self._pending = item
+            self._pending = (voice_rms, pts_ns)
             self._cond.notify()
 
     def latest(self) -> tuple[np.ndarray | None, int] | None:
@@ -109,12 +102,11 @@ class PerceptionWorker(threading.Thread):
                 self._cond.wait_for(lambda: self._pending is not None or self._stopping)
                 if self._stopping:
                     return
-                frame, voice_rms, pts_ns = self._pending
+                voice_rms, pts_ns = self._pending
                 self._pending = None
+            frame = self._read(pts_ns)
             if frame is None:
-                frame = self._read(pts_ns)
-                if frame is None:
-                    continue
+                continue
             start_ns = self.time_base.monotonic_ns()
             try:
                 token = self.perception.perceive(frame, voice_rms)
@@ -128,8 +120,6 @@ class PerceptionWorker(threading.Thread):
                 self._token = (token, frame.pts_ns)
 
     def _read(self, pts_ns: int) -> VideoFrame | None:
-        if self.read is None:
-            return None
         start_ns = self.time_base.monotonic_ns()
         try:
             frame, lost = self.read()
@@ -138,8 +128,7 @@ class PerceptionWorker(threading.Thread):
             log.exception("camera read failed")
             return None
         finally:
-            if self.read_timer is not None:
-                self.read_timer.add_ns(self.time_base.monotonic_ns() - start_ns)
+            self.read_timer.add_ns(self.time_base.monotonic_ns() - start_ns)
         if lost:
             with self._cond:
                 self._token = (None, pts_ns)
@@ -259,8 +248,8 @@ class AvatarLoop:
         self.perception_worker: PerceptionWorker | None = None
         if perception is not None and perception_mode == "worker":
             self.perception_worker = PerceptionWorker(perception, self.timers["perception"], clock.time_base,
-                                                      perception_worker_nice, read=self._read_camera,
-                                                      read_timer=self.timers["capture"])
+                                                      self._read_camera, self.timers["capture"],
+                                                      perception_worker_nice)
 
     def stop(self) -> None:
         self.stop_event.set()
