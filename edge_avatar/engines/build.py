@@ -44,13 +44,7 @@ from edge_avatar.engines.calibration import (
 )
 from edge_avatar.engines.errors import BuildError, CalibrationError, EngineError, ManifestError
 from edge_avatar.engines.manifest import ModelEntry, load_entries, sha256_file, validate
-from edge_avatar.engines.quantize import (
-    QuantPolicy,
-    keep_float_layers,
-    policy_for,
-    quantize_int8,
-    recipe_fingerprint,
-)
+from edge_avatar.engines.quantize import QuantPolicy, keep_float_layers, model_recipe, policy_for, quantize_int8
 from edge_avatar.engines.verify import VerifyResult, compare
 
 log = logging.getLogger(__name__)
@@ -210,7 +204,6 @@ class EngineBuilder:
         self._data: dict[str, CalibrationData] = {}
         self._data_errors: dict[str, str] = {}
         self._fingerprints: dict[str, str] = {}
-        self._recipe = recipe_fingerprint()
 
     # ---- helpers
 
@@ -241,10 +234,9 @@ class EngineBuilder:
     def recipe(self, entry: ModelEntry) -> str:
         """The INT8 recipe's fingerprint for ``entry``: the common recipe plus the layers its manifest keeps float."""
         try:
-            layers = keep_float_layers(entry)
+            return model_recipe(entry)
         except BuildError as exc:  # no artifact can match it; the build itself reports the field
             return f"invalid: {exc}"
-        return recipe_fingerprint(layers) if layers else self._recipe
 
     def key(self, entry: ModelEntry, target: Target, onnx_sha: str) -> CacheKey:
         if target.backend == "tensorrt":

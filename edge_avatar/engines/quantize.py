@@ -130,6 +130,12 @@ def keep_float_layers(entry: Any) -> tuple[str, ...]:
     return tuple(x.strip("/") for x in layers)
 
 
+def model_recipe(entry: Any) -> str:
+    """``entry``'s INT8 recipe fingerprint: the common recipe plus its manifest's float layers (BuildError if
+    that section is malformed). Both the build's cache key and ``resolve_model``'s check use it."""
+    return recipe_fingerprint(keep_float_layers(entry))
+
+
 def layer_nodes(node_names: list[str], layers: tuple[str, ...]) -> list[str]:
     """The nodes of ``node_names`` inside any of ``layers``: "geo/out" matches "/student/geo/out/Conv" and "geo/out"."""
     return [n for n in node_names if any(f"/{layer}/" in f"/{n.strip('/')}/" for layer in layers)]

@@ -17,7 +17,9 @@ sha256. Anything else -- no build yet, a JetPack upgrade, a damaged file --
 gives the fp32 ONNX with the reason, never an exception: the avatar starts
 slower rather than not at all. Only an unknown model name raises.
 Standard library only (plus ``onnxruntime``/``tensorrt`` just to read their
-version when an artifact for them is chosen).
+version when an artifact for them is chosen, and the quantizer's recipe
+fingerprint to check that an INT8 build keeps in float what its manifest
+names now).
 """
 
 from __future__ import annotations
@@ -54,23 +56,6 @@ def _current_runtime_and_device(backend: str) -> tuple[str, str]:
 
         return cache_mod.tensorrt_runtime(import_tensorrt()), cache_mod.gpu_device(cuda_device_name)
     return cache_mod.onnxruntime_runtime(), cache_mod.cpu_device()
-
-
-def _recipe_problems(entry: Any, built_recipe: str) -> list[str]:
-    """An INT8 build made with other float layers than the manifest names now is stale."""
-    from edge_avatar.engines.errors import BuildError  # noqa: PLC0415
-    from edge_avatar.engines.quantize import keep_float_layers, recipe_fingerprint  # noqa: PLC0415
-
-    try:
-        layers = keep_float_layers(entry)
-        if built_recipe == recipe_fingerprint(layers):
-            return []
-    except BuildError as exc:
-        return [str(exc)]
-    except Exception as exc:  # noqa: BLE001 - no quantizer here to say: not provably current
-        return [f"cannot check its INT8 recipe: {exc}"]
-    return [f"the INT8 recipe changed since the build (quantization.keep_float in {entry.manifest_path.name}: "
-            f"{list(layers) or 'none'})"]
 
 
 def resolve_model(name: str, config: Any) -> ResolvedModel:
@@ -115,11 +100,17 @@ def resolve_model(name: str, config: Any) -> ResolvedModel:
     if have.onnx_sha256 != entry.sha256:  # the manifest names another model now (the ONNX is checked at build)
         problems.append(f"{entry.path.name} changed since the build (manifest sha256 {entry.sha256[:12]}, built "
                         f"from {have.onnx_sha256[:12]})")
+    recipe = have.recipe
+    if have.precision == "int8":  # the float layers the manifest names now must be the ones it was built with
+        try:
+            from edge_avatar.engines.quantize import model_recipe  # noqa: PLC0415
+
+            recipe = model_recipe(entry)
+        except Exception as exc:  # noqa: BLE001 - a malformed section or no quantizer: not provably current
+            problems.append(f"cannot check its INT8 recipe: {exc}")
     wanted = CacheKey(name, have.onnx_sha256, runtime, device, board.name, board.power_mode, have.precision,
-                      have.recipe, have.calibration)
+                      recipe, have.calibration)
     problems += wanted.differences(have)
-    if have.precision == "int8":
-        problems += _recipe_problems(entry, have.recipe)
     path = manifest.artifact_path(record)
     if not problems:
         if not path.is_file():

@@ -92,7 +92,7 @@ class NeuralRenderer:
         and why, is in ``stats()["engine"]``.
         """
         engines_dir = getattr(config.perception, "engines_dir", "") or None
-        engine: dict[str, Any] | None = None
+        engine = {"precision": "fp32", "reason": "the fp32 ONNX (no engine build consulted)"}
         if model_path:
             engine = {"precision": "as built", "reason": f"avatar.model_file = {model_path}"}
         else:
@@ -116,8 +116,7 @@ class NeuralRenderer:
         renderer = cls(width_px=config.render.width_px, height_px=config.render.height_px,
                        background_rgb=tuple(config.display.background_rgb), backend=config.backend,
                        model_path=model_path, engines_dir=engines_dir)
-        renderer.engine = {"model": renderer.model_path.stem.split(".")[0], "backend": renderer.backend.name,
-                           **(engine or {"precision": "fp32", "reason": "the fp32 ONNX (no engine build consulted)"})}
+        renderer.engine.update(engine)
         return renderer
 
     def render(self, motion: np.ndarray) -> np.ndarray:
