@@ -244,27 +244,6 @@ def quantize_int8(source: str | Path, out_path: str | Path, motions: np.ndarray,
             "bytes": Path(out_path).stat().st_size}
 
 
-class QdqReference:
-    """The Q/DQ graph as written, optimisations off: the quantization error alone, as TensorRT computes it
-    (ONNX Runtime's fused int8 CPU kernels add their own rounding; see ``edge_avatar.engines.build``)."""
-
-    def __init__(self, path: str | Path, background_rgb: tuple[int, int, int]):
-        import onnxruntime as ort  # noqa: PLC0415
-
-        from edge_avatar.motion import sanitize_motion  # noqa: PLC0415
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._background = np.asarray(background_rgb, np.float32).reshape(3)
-        self._sanitize = sanitize_motion
-
-    def render(self, motion: np.ndarray) -> np.ndarray:
-        clean, _ = self._sanitize(np.asarray(motion, np.float32).reshape(-1))
-        feeds = {"motion": clean.reshape(1, -1), "background_rgb": self._background}
-        return self._session.run(["image"], feeds)[0][0]
-
-
 def evaluate_int8(model: str | Path, motions: list[np.ndarray], teacher_images: list[np.ndarray],
                   fp32_images: list[np.ndarray], background_rgb: tuple[int, int, int], out_dir: Path,
                   variants: dict[str, tuple[str, ...]] | None = None, calibration_frames: int = INT8_CALIBRATION_FRAMES,
@@ -272,13 +251,16 @@ def evaluate_int8(model: str | Path, motions: list[np.ndarray], teacher_images: 
     """INT8 against fp32, both against the teacher: PSNR/SSIM of each quantization variant and its CPU speed.
 
     Each variant is measured twice: through ONNX Runtime's CPU kernels (what this machine runs) and as the
-    exact Q/DQ graph (``QdqReference``: what an INT8 TensorRT engine computes). Speed is one thread, the
-    fp32 model and every variant timed in turns on the same held-out frames.
+    exact Q/DQ graph (``edge_avatar.engines.build.run_qdq_reference``: what an INT8 TensorRT engine
+    computes). Speed is one thread, the fp32 model and every variant timed in turns on the same held-out
+    frames.
     """
     from dataclasses import replace  # noqa: PLC0415
 
     from edge_avatar.config import BackendConfig  # noqa: PLC0415
     from edge_avatar.engines.bench import time_interleaved_ms  # noqa: PLC0415
+    from edge_avatar.engines.build import run_qdq_reference  # noqa: PLC0415
+    from edge_avatar.motion import sanitize_motion  # noqa: PLC0415
     from edge_avatar.render.neural import NeuralRenderer  # noqa: PLC0415
 
     size = teacher_images[0].shape[0]
@@ -287,6 +269,9 @@ def evaluate_int8(model: str | Path, motions: list[np.ndarray], teacher_images: 
     cal = calibration_motion(calibration_frames)
     backend = replace(BackendConfig(name="onnxruntime"), intra_op_threads=1)
     renderers = {"fp32": NeuralRenderer(size, size, background_rgb, backend, model_path=model)}
+    background = np.asarray(background_rgb, np.float32).reshape(3)
+    exact_feeds = [{"motion": sanitize_motion(np.asarray(m, np.float32).reshape(-1))[0].reshape(1, -1),
+                    "background_rgb": background} for m in motions]   # what NeuralRenderer feeds, unoptimised
     record: dict[str, Any] = {
         "calibration": {"frames": len(cal), "seed": INT8_CALIBRATION_SEED, "extremes_share": INT8_EXTREMES_SHARE,
                         "sampler": "edge_avatar.render.sampler.MotionSampler"},
@@ -303,8 +288,7 @@ def evaluate_int8(model: str | Path, motions: list[np.ndarray], teacher_images: 
             facts = quantize_int8(model, path, cal, background_rgb, keep)
             renderers[name] = NeuralRenderer(size, size, background_rgb, backend, model_path=path)
             cpu = compare(teacher_images, [renderers[name].render(m) for m in motions])
-            reference = QdqReference(path, background_rgb)
-            exact = compare(teacher_images, [reference.render(m) for m in motions])
+            exact = compare(teacher_images, [out["image"][0] for out in run_qdq_reference(path, exact_feeds)])
             record["variants"][name] = {
                 **facts, "file": path.name,
                 "cpu_kernels": _int8_quality(cpu, fp32), "exact_qdq": _int8_quality(exact, fp32),

@@ -390,10 +390,9 @@ class Session:
             out.setdefault("engine", engine)
         return out
 
-    def _engines_summary(self) -> dict[str, dict[str, Any]]:
+    def _engines_summary(self, perception: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Backend, precision and the reason, per model that ran: what ``engines build`` chose, or fp32 and why."""
-        out: dict[str, dict[str, Any]] = {}
-        out.update((self._perception_summary() or {}).get("engines") or {})
+        out: dict[str, dict[str, Any]] = dict(perception.get("engines") or {})
         for component in (self.planner, self.renderer):
             engine = getattr(component, "engine", None)
             if isinstance(engine, dict) and engine.get("model"):
@@ -416,6 +415,7 @@ class Session:
         for turn, offset in zip(turns, sync.get("turns", [])):
             turn["av_offset_ms"] = offset
         latencies = [t["response_latency_ms"] for t in turns if t["response_latency_ms"] is not None]
+        perception = self._perception_summary()
         speaker = self.speaker
         return {
             "report_version": REPORT_VERSION,
@@ -437,8 +437,8 @@ class Session:
             "av_offset_ms": _offset_summary([t["av_offset_ms"] for t in turns if t.get("av_offset_ms") is not None]),
             "lip_sync": {k: v for k, v in sync.items() if k not in ("turns",)} if sync else None,
             "conversation_events": self.conversation.events if self.conversation else [],
-            "engines": self._engines_summary(),
-            "perception": self._perception_summary(),
+            "engines": self._engines_summary(perception),
+            "perception": perception,
             "planner": self._component_stats(self.planner),
             "renderer": self._component_stats(self.renderer),
             "motion_stream": self.motion_stream.stats() if self.motion_stream is not None else None,
