@@ -173,3 +173,47 @@ def test_onnx_matches_upstream_tflite_on_real_images(name, real_inputs):
         bound = ATOL + RTOL_OF_RANGE * float(np.abs(expected).max())
         err = float(np.abs(got - expected).max())
         assert err <= bound, f"{name}.{spec['name']}: max abs diff {err:.3g} > {bound:.3g}"
+
+
+# --------------------------------------------------------------------------- the PRelu rewrite
+
+
+def test_prelu_decomposition_is_bit_exact_and_layout_friendly():
+    """The rewrite conversion applies to every PRelu gives PRelu's numbers exactly, whatever the slope's sign or size.
+
+    Run with graph optimizations off, so what is compared is the rewritten arithmetic itself (ONNX Runtime's
+    fusions may then re-associate the sums, as they do for any graph).
+    """
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _decompose_prelu  # noqa: PLC0415
+
+    channels = 6
+    slope = np.array([0.25, -5.3, 19.8, 0.0, 1.0, -0.001], np.float32).reshape(channels, 1, 1)
+
+    def model(rewrite: bool) -> bytes:
+        graph = helper.make_graph(
+            [helper.make_node("PRelu", ["x", "slope"], ["y"])], "prelu",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 5, 7])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 5, 7])],
+            [numpy_helper.from_array(slope, "slope")])
+        if rewrite:
+            assert _decompose_prelu(graph) == 1
+            assert "PRelu" not in {n.op_type for n in graph.node}
+            assert {n.op_type for n in graph.node} <= {"Relu", "BatchNormalization", "Add"}
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+        onnx.checker.check_model(proto, full_check=True)
+        return proto.SerializeToString()
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = np.random.default_rng(3).normal(0, 50, (1, channels, 5, 7)).astype(np.float32)
+    x[0, :, 0, 0] = 0.0
+    x[0, :, 0, 1] = -0.0
+    x[0, :, 0, 2] = np.float32(1e-38)   # subnormal-adjacent values keep their exact products too
+    reference = ort.InferenceSession(model(False), options).run(None, {"x": x})[0]
+    rewritten = ort.InferenceSession(model(True), options).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(rewritten, reference)
+    np.testing.assert_array_equal(rewritten, np.where(x >= 0, x, slope[None] * x))

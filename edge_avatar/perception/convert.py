@@ -20,8 +20,9 @@ Steps, per model:
    dependency of the package, so it lives in a separate venv:
    ``python3 -m venv /tmp/convert-venv && /tmp/convert-venv/bin/pip install tensorflow-cpu tf2onnx``;
 4. post-process with ``onnx`` (already a core dependency): give inputs and
-   outputs stable names, rewrite PRelu as Relu(x) + slope * Min(x, 0)
-   (bit-exact, and 1.4x faster in ONNX Runtime's CPU provider), store the
+   outputs stable names, rewrite PRelu as Relu(x) + (-slope) * Relu(-x) with
+   the scalings as BatchNormalization (bit-exact, and the form ONNX Runtime's
+   CPU provider keeps in its fast blocked layout: see ``_decompose_prelu``), store the
    weights as float16 initializers followed by
    ``Cast`` to float32 -- only where the float16 round trip is exact, which it is
    for every MediaPipe model because their ``.tflite`` files already hold float16
@@ -307,32 +308,57 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
 
 
 def _decompose_prelu(graph: Any) -> int:
-    """Rewrite PRelu(x, slope) as Relu(x) + slope * Min(x, 0); returns how many were rewritten.
+    """Rewrite PRelu(x, a) as Relu(x) + BN(Relu(BN(x; -1)); -a); returns how many were rewritten.
 
-    Bit-exact (for x >= 0 both give x + 0, for x < 0 both give slope * x), and
-    ONNX Runtime's CPU runs the four element-wise ops about 1.4x faster than
-    its PRelu kernel, which it cannot keep in its blocked (NCHWc) layout: the
-    face mesh went from 21 to 15 ms on one core. TensorRT fuses either form.
+    ``BN(t; s)`` is a BatchNormalization with scale ``s`` per channel, bias and
+    mean 0, variance 1 and epsilon 0: exactly ``s * t``. The form is bit-exact
+    (for x >= 0: x + (-a) * 0 = x; for x < 0: 0 + (-a) * (-x) = a * x, and
+    negating a float is exact), and it is chosen for ONNX Runtime's CPU
+    provider, which keeps a network in its blocked NCHWc layout only through
+    Conv, Relu, Add and BatchNormalization (which it turns into a depthwise
+    1x1 convolution, fusing the Relu after it and the Add into it). Its PRelu
+    kernel, and a Min/Mul decomposition, leave that layout twice per
+    activation: measured on one core (Xeon @ 2.8 GHz, ORT 1.32), the face
+    mesh takes 13 ms p50 in this form, 17-19 ms as Relu + slope * Min(x, 0)
+    and 23 ms with PRelu (BENCHMARKS.md, perception). TensorRT fuses every
+    form into its convolutions.
     """
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
-    zero_name = "prelu_zero"
+    initializers = {init.name: init for init in graph.initializer}
+    constants: dict[str, Any] = {}
+
+    def constant(name: str, array: np.ndarray) -> str:
+        if name not in constants:
+            constants[name] = numpy_helper.from_array(array.astype(np.float32), name)
+        return name
+
     new_nodes, count = [], 0
     for node in graph.node:
         if node.op_type != "PRelu":
             new_nodes.append(node)
             continue
-        x, slope = node.input
+        x, slope_name = node.input
+        if slope_name not in initializers:
+            raise RuntimeError(f"PRelu {node.name!r}: slope {slope_name!r} is not a constant; cannot decompose")
+        slope = numpy_helper.to_array(initializers[slope_name]).astype(np.float32).reshape(-1)
+        channels = slope.size
         y = node.output[0]
+        zero = constant(f"prelu_zero_{channels}", np.zeros(channels))
+        one = constant(f"prelu_one_{channels}", np.ones(channels))
+        minus_one = constant(f"prelu_minus_one_{channels}", -np.ones(channels))
+        minus_slope = constant(y + "_minus_slope", -slope)
         new_nodes += [
             helper.make_node("Relu", [x], [y + "_pos"]),
-            helper.make_node("Min", [x, zero_name], [y + "_neg"]),
-            helper.make_node("Mul", [y + "_neg", slope], [y + "_scaled"]),
-            helper.make_node("Add", [y + "_pos", y + "_scaled"], [y]),
+            helper.make_node("BatchNormalization", [x, minus_one, zero, zero, one], [y + "_negated"], epsilon=0.0),
+            helper.make_node("Relu", [y + "_negated"], [y + "_neg_magnitude"]),
+            helper.make_node("BatchNormalization", [y + "_neg_magnitude", minus_slope, zero, zero, one],
+                             [y + "_neg"], epsilon=0.0),
+            helper.make_node("Add", [y + "_pos", y + "_neg"], [y]),
         ]
         count += 1
     if count:
-        graph.initializer.append(numpy_helper.from_array(np.zeros((), dtype=np.float32), zero_name))
+        graph.initializer.extend(constants.values())
         del graph.node[:]
         graph.node.extend(new_nodes)
     return count
@@ -558,7 +584,8 @@ def convert_all(options: ConvertOptions) -> dict[str, Any]:
                 "conversion": {"tool": f"tf2onnx {versions['tf2onnx']} (tensorflow {versions['tensorflow']})",
                                "args": f"--tflite {tflite.name} --opset {options.opset}",
                                "postprocess": "I/O renamed, batch fixed to 1, internal names canonicalised, "
-                                              "PRelu -> Relu(x) + slope * Min(x, 0) (bit-exact), exact float16 "
+                                              "PRelu -> Relu(x) + BN(Relu(BN(x; -1)); -slope) (bit-exact, stays in ORT's "
+                                              "NCHWc layout), exact float16 "
                                               "weights stored as float16 + Cast"},
             }
             progress(f"  -> {out_path.name} {out_path.stat().st_size / 1e6:.2f} MB "
