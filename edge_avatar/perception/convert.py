@@ -584,9 +584,9 @@ def convert_all(options: ConvertOptions) -> dict[str, Any]:
                 "conversion": {"tool": f"tf2onnx {versions['tf2onnx']} (tensorflow {versions['tensorflow']})",
                                "args": f"--tflite {tflite.name} --opset {options.opset}",
                                "postprocess": "I/O renamed, batch fixed to 1, internal names canonicalised, "
-                                              "PRelu -> Relu(x) + BN(Relu(BN(x; -1)); -slope) (bit-exact, stays in ORT's "
-                                              "NCHWc layout), exact float16 "
-                                              "weights stored as float16 + Cast"},
+                                              "PRelu -> Relu(x) + BN(Relu(BN(x; -1)); -slope) (bit-exact, stays "
+                                              "in ORT's NCHWc layout), exact float16 weights stored as "
+                                              "float16 + Cast"},
             }
             progress(f"  -> {out_path.name} {out_path.stat().st_size / 1e6:.2f} MB "
                      f"sha256 {manifest['models'][model.name]['sha256'][:16]}...")
