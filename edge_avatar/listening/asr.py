@@ -44,6 +44,7 @@ POCKETSPHINX_INSTALL_HINT = "pip install pocketsphinx==5.1.1"
 MEL_FRAMES_PER_S = 100            # Whisper's log-mel hop is 10 ms
 FULL_CONTEXT_FRAMES = 3000        # the 30 s window Whisper was trained on
 MAX_COMPRESSION_RATIO = 2.4       # Whisper's own repetition test (zlib ratio of the text)
+REPEAT_RETRY_PENALTY = 1.1        # CTranslate2 repetition_penalty for the second decode of a text ending in a repeat
 
 
 class RecognizerUnavailable(RuntimeError):
@@ -83,6 +84,21 @@ def compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
+def ends_in_a_repeat(text: str) -> bool:
+    """Whether the text ends with a phrase of two or more words said twice back to back (case and punctuation
+    ignored): "fail again. Fail again." is; "no, no" (one word) and "try again, fail again" are not."""
+    words = [w for w in (part.strip(".,!?;:\"'").lower() for part in text.split()) if w]
+    return any(words[-n:] == words[-2 * n:-n] for n in range(2, len(words) // 2 + 1))
+
+
+def _thread_ids() -> set[int] | None:
+    """This process's thread ids (Linux), or None where /proc/self/task does not exist."""
+    try:
+        return {int(tid) for tid in os.listdir("/proc/self/task")}
+    except OSError:
+        return None
+
+
 class WhisperRecognizer:
     """Whisper (CTranslate2) with an encoder window sized to the segment."""
 
@@ -103,6 +119,10 @@ class WhisperRecognizer:
         self._ct2 = ctranslate2
         self.model_dir = model_dir
         self.model_name = config.asr_model_name
+        self.nice_increment = config.asr_nice
+        self.compute_threads_lowered: list[int] = []   # thread ids, and what they were set to, for stats()
+        self.compute_nice: int | None = None
+        self._threads_before_load = _thread_ids()
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type=config.asr_compute_type,
                                    cpu_threads=config.asr_cpu_threads, local_files_only=True)
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
@@ -114,10 +134,35 @@ class WhisperRecognizer:
         self.no_speech_threshold = config.asr_no_speech_threshold
         self.logprob_threshold = config.asr_logprob_threshold
         self.retries = 0
+        self.repeat_retries = 0
 
     def warm_up(self) -> None:
+        """One decode, so that every thread CTranslate2 starts exists; then lower those threads' priority."""
         t = np.arange(PROCESS_RATE_HZ) / PROCESS_RATE_HZ
         self.transcribe((0.05 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+        if self._threads_before_load is not None:
+            self._lower_compute_threads(_thread_ids() - self._threads_before_load)
+            self._threads_before_load = None
+
+    def _lower_compute_threads(self, new_thread_ids: set[int]) -> None:
+        """Lower the threads the model started (its worker and its OpenMP team) by ``asr_nice``.
+
+        CTranslate2 decodes on threads of its own -- the Python caller only waits, without the GIL -- so
+        lowering them leaves no Python lock held by a starved thread. They are told apart as the threads
+        that appeared between loading the model and the end of its first decode (the session builds the
+        recognizer on its main thread before it starts any other worker).
+        """
+        if self.nice_increment <= 0 or not new_thread_ids:
+            return
+        from edge_avatar.runtime.priority import lower_thread  # noqa: PLC0415
+
+        for tid in sorted(new_thread_ids):
+            value = lower_thread(tid, self.nice_increment, "asr compute")
+            if value is not None:
+                self.compute_threads_lowered.append(tid)
+                self.compute_nice = value
+        log.info("asr: %d CTranslate2 compute threads at nice %s", len(self.compute_threads_lowered),
+                 self.compute_nice)
 
     def context_frames(self, feature_frames: int) -> int:
         want = max(self.min_context_frames, feature_frames + self.margin_frames)
@@ -140,13 +185,22 @@ class WhisperRecognizer:
         keep = min(frames, context_frames)
         padded[0, :, :keep] = features[:, :keep]
         duration_s = frames / MEL_FRAMES_PER_S
-        results = self._model.model.generate(
-            self._ct2.StorageView.from_array(padded), [self._prompt], beam_size=self.beam_size,
-            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            max_length=int(min(224, 16 + 8 * duration_s)))
-        r = results[0]
+        audio = self._ct2.StorageView.from_array(padded)
+        options = {"beam_size": self.beam_size, "return_scores": True, "return_no_speech_prob": True,
+                   "suppress_blank": True, "max_length": int(min(224, 16 + 8 * duration_s))}
+        r = self._model.model.generate(audio, [self._prompt], **options)[0]
         tokens = [t for t in r.sequences_ids[0] if t < self._tokenizer.eot]
         text = self._tokenizer.decode(tokens).strip()
+        if ends_in_a_repeat(text):
+            # Whisper's loop on a short segment ("Fail again. Fail again." for one "Fail again"), too short
+            # for the compression ratio to see: decode once more with repeated tokens penalised, and keep
+            # that reading if it is shorter (a phrase really said twice usually survives the penalty).
+            again = self._model.model.generate(audio, [self._prompt], repetition_penalty=REPEAT_RETRY_PENALTY,
+                                               **options)[0]
+            again_tokens = [t for t in again.sequences_ids[0] if t < self._tokenizer.eot]
+            self.repeat_retries += 1
+            if 0 < len(again_tokens) < len(tokens):
+                r, tokens, text = again, again_tokens, self._tokenizer.decode(again_tokens).strip()
         score = float(r.scores[0]) if r.scores else 0.0
         avg_logprob = score * len(tokens) / (len(tokens) + 1) if tokens else score
         rejected = ""

@@ -463,4 +463,8 @@ class Listener:
                           "reference_gaps": self.reference.gaps}
         if self.transcriber is not None:
             out["asr"] = self.transcriber.stats()
+            lowered = getattr(self.recognizer, "compute_threads_lowered", None)
+            if lowered is not None:
+                out["asr"]["compute_threads"] = {"lowered": len(lowered),
+                                                 "nice": getattr(self.recognizer, "compute_nice", None)}
         return out

@@ -34,6 +34,13 @@ def lower_current_thread(increment: int, role: str) -> int | None:
     return _lower(threading.get_native_id(), increment, f"thread {role}")
 
 
+def lower_thread(tid: int, increment: int, role: str) -> int | None:
+    """Raise thread ``tid``'s (of this process) nice value by ``increment``; the new value, or None if unsupported."""
+    if increment <= 0:
+        return None
+    return _lower(tid, increment, f"thread {role} (tid {tid})")
+
+
 def lower_process(pid: int, increment: int, role: str) -> int | None:
     """Raise child process ``pid``'s nice value by ``increment``: every thread it has, and its autogroup.
 
