@@ -9,7 +9,8 @@ crop -- and every output must agree within
 
 (measured: at most 2e-4 on coordinates of up to 200 px, i.e. about 1e-6
 relative: float16 weights stored as in the .tflite, float32 arithmetic in
-both). Skipped, saying why, where ai-edge-litert or the upstream wheels
+both; the dynamic-range quantized emotion model has a looser bound, see
+``ATOL_BY_MODEL``). Skipped, saying why, where ai-edge-litert or the upstream wheels
 cannot be had.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,6 +45,11 @@ from edge_avatar.perception.options import PerceptionConfig
 from edge_avatar.perception.pipeline import VisionPerception
 
 ATOL, RTOL_OF_RANGE = 1e-5, 2e-5
+# The emotion .tflite is dynamic-range quantized: LiteRT quantizes its activations to int8 at run time,
+# the ONNX file computes them in float. On 20 random crops both the current and the previous conversion
+# differ from it by up to 0.031 (median 0.008) in a probability, identically; on the astronaut's face by
+# 3e-5 (previous) and 6e-5 (current, the same arithmetic summed in another order). Bound: 1e-3.
+ATOL_BY_MODEL = {"emotion": 1e-3}
 MANIFEST = json.loads((REPO_ENGINES_DIR / "manifest.json").read_text(encoding="utf-8"))
 ONNX_MODELS = [m.name for m in UPSTREAM_MODELS]
 
@@ -170,7 +177,7 @@ def test_onnx_matches_upstream_tflite_on_real_images(name, real_inputs):
         expected = reference[spec["upstream_name"]]
         got = ours[spec["name"]]
         assert got.shape == expected.shape
-        bound = ATOL + RTOL_OF_RANGE * float(np.abs(expected).max())
+        bound = ATOL_BY_MODEL.get(name, ATOL) + RTOL_OF_RANGE * float(np.abs(expected).max())
         err = float(np.abs(got - expected).max())
         assert err <= bound, f"{name}.{spec['name']}: max abs diff {err:.3g} > {bound:.3g}"
 
@@ -217,3 +224,67 @@ def test_prelu_decomposition_is_bit_exact_and_layout_friendly():
     rewritten = ort.InferenceSession(model(True), options).run(None, {"x": x})[0]
     np.testing.assert_array_equal(rewritten, reference)
     np.testing.assert_array_equal(rewritten, np.where(x >= 0, x, slope[None] * x))
+
+
+def test_narrow_channel_runs_are_widened_without_changing_a_bit():
+    """conv 16->8, a decomposed PRelu, a depthwise conv, a residual Add, conv 8->16: widened to 16 channels."""
+    import onnx  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _decompose_prelu, _pad_narrow_channels  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+
+    def init(name: str, *shape: int) -> Any:
+        return numpy_helper.from_array(rng.normal(0, 0.5, shape).astype(np.float32), name)
+
+    def build(widen: bool) -> tuple[bytes, int]:
+        nodes = [
+            helper.make_node("Conv", ["x", "w_in", "b_in"], ["a"]),
+            helper.make_node("PRelu", ["a", "slope"], ["p"]),
+            helper.make_node("Conv", ["p", "w_dw", "b_dw"], ["d"], group=8, pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["d", "p"], ["r"]),
+            helper.make_node("Conv", ["r", "w_out", "b_out"], ["y"]),
+        ]
+        graph = helper.make_graph(
+            nodes, "narrow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 6, 5])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 6, 5])],
+            [init("w_in", 8, 16, 1, 1), init("b_in", 8), init("slope", 8, 1, 1), init("w_dw", 8, 1, 3, 3),
+             init("b_dw", 8), init("w_out", 16, 8, 1, 1), init("b_out", 16)])
+        _decompose_prelu(graph)
+        runs = _pad_narrow_channels(graph) if widen else 0
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+        onnx.checker.check_model(proto, full_check=True)
+        return proto, runs
+
+    plain, _ = build(False)
+    rng = np.random.default_rng(5)       # the same weights again
+    wide, runs = build(True)
+    assert runs == 1
+    weights = {i.name: numpy_helper.to_array(i) for i in wide.graph.initializer}
+    by_output = {n.output[0]: n for n in wide.graph.node}
+    assert weights[by_output["a"].input[1]].shape == (16, 16, 1, 1)
+    assert weights[by_output["d"].input[1]].shape == (16, 1, 3, 3)
+    assert weights[by_output["y"].input[1]].shape == (16, 16, 1, 1)
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = rng.normal(0, 2, (1, 16, 6, 5)).astype(np.float32)
+    expected = ort.InferenceSession(plain.SerializeToString(), options).run(None, {"x": x})[0]
+    got = ort.InferenceSession(wide.SerializeToString(), options).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_run_that_reaches_an_unknown_layer_is_left_alone():
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _pad_narrow_channels  # noqa: PLC0415
+
+    w = numpy_helper.from_array(np.ones((8, 16, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], [w])
+    assert _pad_narrow_channels(graph) == 0
+    assert numpy_helper.to_array(graph.initializer[0]).shape == (8, 16, 1, 1)
