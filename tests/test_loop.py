@@ -96,6 +96,18 @@ def test_schedule_is_exact_and_invertible(rate_hz):
         assert schedule.index_at(schedule.due_ns(k + 1) - 1) == k
 
 
+@pytest.mark.parametrize("rate_hz", [30.0, 25.0, 29.97, 60.0])
+@pytest.mark.parametrize("now_ns", [0, 1, 12_345_678, 537_123_456_789])
+def test_a_schedule_starts_on_the_media_frame_grid(rate_hz, now_ns):
+    """The first tick is the first frame-grid point at or after now, so pts * rate is a whole slot."""
+    schedule = TickSchedule.on_frame_grid(rate_hz, now_ns)
+    period_ns = 10**9 * schedule.rate.denominator / schedule.rate.numerator
+    assert now_ns <= schedule.t0_ns < now_ns + period_ns
+    for k in (0, 1, 29, 1000):
+        slots = schedule.due_ns(k) * schedule.rate.numerator / (10**9 * schedule.rate.denominator)
+        assert abs(slots - round(slots)) < 1e-6                 # on the grid, within a ns
+
+
 def test_every_tick_presented_on_the_exact_grid():
     loop, sink = make_loop(ManualTimeBase())
     loop.run(duration_s=2.0)

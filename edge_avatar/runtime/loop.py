@@ -187,6 +187,21 @@ class TickSchedule:
         self.rate = Fraction(tick_rate_hz).limit_denominator(1001)
         self.t0_ns = t0_ns
 
+    @classmethod
+    def on_frame_grid(cls, tick_rate_hz: float, now_ns: int) -> "TickSchedule":
+        """A schedule whose ticks fall on media time's frame grid (``j / rate`` from media time 0): the
+        first grid point at or after ``now_ns``.
+
+        A recording places each frame in the slot ``round(pts * rate)``; ticks off the grid would be
+        shifted into their slots by up to half a frame (16.7 ms at 30 Hz), differently in every run,
+        and the lip sync measured from the video would move with it.
+        """
+        rate = Fraction(tick_rate_hz).limit_denominator(1001)
+        per_s = rate.numerator
+        scale = 1_000_000_000 * rate.denominator
+        j = -(-max(0, now_ns) * per_s // scale)                  # ceil(now * rate)
+        return cls(tick_rate_hz, -(-j * scale // per_s))          # the grid point, rounded up to a ns
+
     def due_ns(self, k: int) -> int:
         return self.t0_ns + (k * 1_000_000_000 * self.rate.denominator) // self.rate.numerator
 
@@ -258,7 +273,7 @@ class AvatarLoop:
 
     def run(self, duration_s: float | None = None) -> None:
         """Tick until ``stop()``, the duration (media time) has passed, or the camera reports EOS."""
-        schedule = self.schedule = TickSchedule(self.tick_rate_hz, self.clock.now_ns())
+        schedule = self.schedule = TickSchedule.on_frame_grid(self.tick_rate_hz, self.clock.now_ns())
         end_ns = None if duration_s is None else schedule.t0_ns + int(duration_s * 1e9)
         state = TickState()
         k = 0
