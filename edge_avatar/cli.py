@@ -71,17 +71,34 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edge_avatar.bench import run_benchmarks  # noqa: PLC0415
+    from edge_avatar.bench.markdown import BenchmarkFileError, load_results, render, update_file  # noqa: PLC0415
 
     try:
-        results = run_benchmarks(args.names or None, quick=args.quick, progress=progress)
+        if args.from_json:
+            if args.names:
+                print("error: --from re-renders a saved run; name no benchmarks with it", file=sys.stderr)
+                return EXIT_CONFIG
+            results = load_results(args.from_json)
+        else:
+            results = run_benchmarks(args.names or None, quick=args.quick, progress=progress)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_CONFIG
+    except BenchmarkFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     text = json.dumps(results, indent=2)
-    if args.out:
+    if args.out and not args.from_json:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n", encoding="utf-8")
-    if args.json or not args.out:
+    if args.markdown:
+        try:
+            update_file(args.markdown, render(results, source=args.from_json or args.out or ""))
+        except (BenchmarkFileError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        progress(f"wrote the generated block of {args.markdown}")
+    if args.json or not (args.out or args.markdown):
         print(text)
     return EXIT_OK
 
@@ -195,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON (default when --out is not given)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
     p.add_argument("--quick", action="store_true", help="shorter runs (for CI smoke tests)")
+    p.add_argument("--markdown", default=None, metavar="FILE",
+                   help="write the figures into FILE's generated block (BENCHMARKS.md); the rest is kept")
+    p.add_argument("--from", dest="from_json", default=None, metavar="JSON",
+                   help="use a saved `bench --json` document instead of running the benchmarks")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run the avatar on any sources")

@@ -71,7 +71,11 @@ def run_benchmarks(names: list[str] | None, quick: bool = False,
     unknown = [n for n in selected if n not in BENCHMARKS]
     if unknown:
         raise KeyError(f"unknown benchmark {unknown[0]!r}; available: {', '.join(sorted(BENCHMARKS))}")
-    results: dict[str, Any] = {"machine": machine_info(), "quick": quick, "benchmarks": {}}
+    import datetime  # noqa: PLC0415
+
+    generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results: dict[str, Any] = {"machine": machine_info(), "generated_utc": generated, "quick": quick,
+                               "benchmarks": {}}
     for name in selected:
         if progress:
             progress(f"bench {name}: {BENCHMARKS[name][1]}")
