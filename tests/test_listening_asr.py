@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-from edge_avatar.listening.asr import ends_in_a_repeat
+from edge_avatar.listening.asr import ends_in_a_repeat, looks_like_a_loop, loop_removed
 from edge_avatar.listening.bench import BECKETT_TEXT, TWO_CITIES_TEXT, espeak_utterance, moonshine_asset
 from edge_avatar.listening.metrics import word_error_rate
 from edge_avatar.listening.offline import read_audio, transcribe_samples
@@ -79,6 +79,20 @@ def test_a_phrase_said_twice_back_to_back_is_spotted():
     assert not ends_in_a_repeat("Try again. Fail again. Fail better.")
     assert not ends_in_a_repeat("No, no.")            # one word twice is ordinary speech
     assert not ends_in_a_repeat("")
+
+
+def test_only_a_repeat_the_audio_cannot_hold_is_decoded_again_and_only_the_loop_is_removed():
+    # One "Fail again" in a 1 s segment read as two: 4 words in 1 s is past a talker's pace.
+    assert looks_like_a_loop("Fail again. Fail again.", 1.02) == 2
+    # A sentence really said twice, at a talking pace: left alone (the penalised retry would reword it).
+    twice = "We laugh less heartily, so we have still that resource. " * 2
+    assert looks_like_a_loop(twice, 7.0) == 0
+    assert looks_like_a_loop("Where is the pharmacy?", 0.5) == 0        # fast, but no repeat
+    # The retry is taken only when it is the first reading with the repeat said once.
+    assert loop_removed("Fail again. Fail again.", "Fail again.", 2)
+    assert not loop_removed("Fail again. Fail again.", "Fail better.", 2)     # another reading
+    assert not loop_removed("Fail again. Fail again.", "", 2)
+    assert not loop_removed("Go left. Go left. Go left.", "Go left. Go left.", 2)   # still a loop
 
 
 def test_wer_on_real_recorded_speech_two_cities(two_cities):

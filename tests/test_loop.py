@@ -100,12 +100,15 @@ def test_schedule_is_exact_and_invertible(rate_hz):
 @pytest.mark.parametrize("now_ns", [0, 1, 12_345_678, 537_123_456_789])
 def test_a_schedule_starts_on_the_media_frame_grid(rate_hz, now_ns):
     """The first tick is the first frame-grid point at or after now, so pts * rate is a whole slot."""
+    from fractions import Fraction
+
     schedule = TickSchedule.on_frame_grid(rate_hz, now_ns)
-    period_ns = 10**9 * schedule.rate.denominator / schedule.rate.numerator
-    assert now_ns <= schedule.t0_ns < now_ns + period_ns
-    for k in (0, 1, 29, 1000):
-        slots = schedule.due_ns(k) * schedule.rate.numerator / (10**9 * schedule.rate.denominator)
-        assert abs(slots - round(slots)) < 1e-6                 # on the grid, within a ns
+    period = Fraction(10**9 * schedule.rate.denominator, schedule.rate.numerator)     # ns, exact
+    first = -(-Fraction(now_ns) // period)                  # the first grid index at or after now
+    assert first * period - 1 < schedule.t0_ns <= first * period + 1      # that grid point, to the ns
+    assert (first - 1) * period < now_ns or now_ns == 0     # and not a later one
+    for k in (1, 29, 1000):
+        assert abs(schedule.due_ns(k) - (first + k) * period) < 2   # every tick on the grid, within 2 ns
 
 
 def test_every_tick_presented_on_the_exact_grid():

@@ -48,8 +48,8 @@ ATOL, RTOL_OF_RANGE = 1e-5, 2e-5
 # The emotion .tflite is dynamic-range quantized: LiteRT quantizes its activations to int8 at run time,
 # the ONNX file computes them in float. On 20 random crops both the current and the previous conversion
 # differ from it by up to 0.031 (median 0.008) in a probability, identically; on the astronaut's face by
-# 3e-5 (previous) and 6e-5 (current, the same arithmetic summed in another order). Bound: 1e-3.
-ATOL_BY_MODEL = {"emotion": 1e-3}
+# 3e-5 (previous) and 6e-5 (current, the same arithmetic summed in another order). Bound: 2e-4.
+ATOL_BY_MODEL = {"emotion": 2e-4}
 MANIFEST = json.loads((REPO_ENGINES_DIR / "manifest.json").read_text(encoding="utf-8"))
 ONNX_MODELS = [m.name for m in UPSTREAM_MODELS]
 
@@ -219,11 +219,38 @@ def test_prelu_decomposition_is_bit_exact_and_layout_friendly():
     x = np.random.default_rng(3).normal(0, 50, (1, channels, 5, 7)).astype(np.float32)
     x[0, :, 0, 0] = 0.0
     x[0, :, 0, 1] = -0.0
-    x[0, :, 0, 2] = np.float32(1e-38)   # subnormal-adjacent values keep their exact products too
+    x[0, :, 0, 2] = np.float32(1e-38)
+    x[0, :, 0, 3] = np.float32(-1e-38)  # negative values near the subnormal range keep their exact products
+    x[0, :, 0, 4] = np.float32(-3e-42)  # a negative subnormal
     reference = ort.InferenceSession(model(False), options).run(None, {"x": x})[0]
     rewritten = ort.InferenceSession(model(True), options).run(None, {"x": x})[0]
-    np.testing.assert_array_equal(rewritten, reference)
+    # Bit for bit, except that a zero may lose its sign (PRelu(-0) is -0, Relu(-0) + 0 is +0): equal as numbers.
+    def bits(a: np.ndarray) -> np.ndarray:
+        return np.where(a == 0, np.float32(0), a).view(np.uint32)
+
+    np.testing.assert_array_equal(bits(rewritten), bits(reference))
     np.testing.assert_array_equal(rewritten, np.where(x >= 0, x, slope[None] * x))
+
+
+def test_a_prelu_slope_that_is_not_per_channel_keeps_its_broadcast():
+    """A slope along the last axis (shape (W,)) is not per channel: the plain Relu + slope * Min form is kept."""
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _decompose_prelu  # noqa: PLC0415
+
+    slope = np.array([0.5, -2.0, 3.0, 0.1], np.float32)           # (W,) with W == 4 == C
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "slope"], ["y"])], "prelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 4])],
+        [numpy_helper.from_array(slope, "slope")])
+    assert _decompose_prelu(graph) == 1
+    assert "BatchNormalization" not in {n.op_type for n in graph.node}
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+    x = np.random.default_rng(4).normal(0, 3, (1, 4, 3, 4)).astype(np.float32)
+    got = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.where(x >= 0, x, slope * x))
 
 
 def test_narrow_channel_runs_are_widened_without_changing_a_bit():
@@ -274,6 +301,56 @@ def test_narrow_channel_runs_are_widened_without_changing_a_bit():
     expected = ort.InferenceSession(plain.SerializeToString(), options).run(None, {"x": x})[0]
     got = ort.InferenceSession(wide.SerializeToString(), options).run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_normalisation_sharing_one_constant_for_scale_and_variance_stays_finite():
+    """The widened variance must be 1 even where the file uses one initializer for several BN inputs."""
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _pad_narrow_channels  # noqa: PLC0415
+
+    rng = np.random.default_rng(9)
+    inits = [numpy_helper.from_array(rng.normal(0, 1, (8, 16, 1, 1)).astype(np.float32), "w_in"),
+             numpy_helper.from_array(np.full(8, 2.0, np.float32), "two"),          # scale and variance
+             numpy_helper.from_array(np.zeros(8, np.float32), "zero"),
+             numpy_helper.from_array(rng.normal(0, 1, (16, 8, 1, 1)).astype(np.float32), "w_out")]
+    nodes = [helper.make_node("Conv", ["x", "w_in"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "two", "zero", "zero", "two"], ["b"], epsilon=0.0),
+             helper.make_node("Conv", ["b", "w_out"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 3, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 3, 3])], inits)
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)]).SerializeToString()
+    assert _pad_narrow_channels(graph) == 1
+    wide = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)]).SerializeToString()
+    x = rng.normal(0, 1, (1, 16, 3, 3)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    got = ort.InferenceSession(wide, options).run(None, {"x": x})[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got, ort.InferenceSession(plain, options).run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("other", ["outside", "graph_output"])
+def test_a_run_mixed_with_other_tensors_is_left_alone(other):
+    """An Add with an input from outside the run, or a run tensor the graph returns, cannot be widened."""
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _pad_narrow_channels  # noqa: PLC0415
+
+    inits = [numpy_helper.from_array(np.ones((8, 16, 1, 1), np.float32), "w_in"),
+             numpy_helper.from_array(np.ones((16, 8, 1, 1), np.float32), "w_out")]
+    nodes = [helper.make_node("Conv", ["x", "w_in"], ["a"]), helper.make_node("Relu", ["a"], ["r"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 3, 3])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 3, 3])]
+    if other == "outside":
+        inputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8, 3, 3]))
+        nodes += [helper.make_node("Add", ["r", "z"], ["s"]), helper.make_node("Conv", ["s", "w_out"], ["y"])]
+    else:
+        nodes.append(helper.make_node("Conv", ["r", "w_out"], ["y"]))
+        outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 8, 3, 3]))
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    assert _pad_narrow_channels(graph) == 0
 
 
 def test_a_run_that_reaches_an_unknown_layer_is_left_alone():

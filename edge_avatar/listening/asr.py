@@ -45,6 +45,7 @@ MEL_FRAMES_PER_S = 100            # Whisper's log-mel hop is 10 ms
 FULL_CONTEXT_FRAMES = 3000        # the 30 s window Whisper was trained on
 MAX_COMPRESSION_RATIO = 2.4       # Whisper's own repetition test (zlib ratio of the text)
 REPEAT_RETRY_PENALTY = 1.1        # CTranslate2 repetition_penalty for the second decode of a text ending in a repeat
+MAX_WORDS_PER_S = 3.5              # more words than this per second of segment audio: not all of them were said
 
 
 class RecognizerUnavailable(RuntimeError):
@@ -84,11 +85,32 @@ def compression_ratio(text: str) -> float:
     return len(data) / max(1, len(zlib.compress(data)))
 
 
+def _words(text: str) -> list[str]:
+    return [w for w in (part.strip(".,!?;:\"'").lower() for part in text.split()) if w]
+
+
+def repeat_length(text: str) -> int:
+    """Words in the phrase the text ends with twice back to back (case and punctuation ignored), else 0:
+    "fail again. Fail again." gives 2; "no, no" (one word) and "try again, fail again" give 0."""
+    words = _words(text)
+    return next((n for n in range(2, len(words) // 2 + 1) if words[-n:] == words[-2 * n:-n]), 0)
+
+
 def ends_in_a_repeat(text: str) -> bool:
-    """Whether the text ends with a phrase of two or more words said twice back to back (case and punctuation
-    ignored): "fail again. Fail again." is; "no, no" (one word) and "try again, fail again" are not."""
-    words = [w for w in (part.strip(".,!?;:\"'").lower() for part in text.split()) if w]
-    return any(words[-n:] == words[-2 * n:-n] for n in range(2, len(words) // 2 + 1))
+    return repeat_length(text) > 0
+
+
+def looks_like_a_loop(text: str, duration_s: float) -> int:
+    """The length of the repeated phrase when ``text`` ends in one *and* has more words than the audio
+    could hold (over ``MAX_WORDS_PER_S``): Whisper's loop, not a visitor saying a thing twice. Else 0."""
+    n = repeat_length(text)
+    return n if n and len(_words(text)) > MAX_WORDS_PER_S * max(duration_s, 1e-3) else 0
+
+
+def loop_removed(text: str, retry_text: str, repeat_words: int) -> bool:
+    """Whether the second reading is the first with its final repeat said once: the same words, minus the
+    last ``repeat_words``, and no repeat of its own. Anything else (a different reading) is not taken."""
+    return _words(retry_text) == _words(text)[:-repeat_words] and not ends_in_a_repeat(retry_text)
 
 
 def _thread_ids() -> set[int] | None:
@@ -120,7 +142,7 @@ class WhisperRecognizer:
         self.model_dir = model_dir
         self.model_name = config.asr_model_name
         self.nice_increment = config.asr_nice
-        self.compute_threads_lowered: list[int] = []   # thread ids, and what they were set to, for stats()
+        self.compute_threads_lowered: list[int] = []   # ids of the threads lowered (compute_nice: to what)
         self.compute_nice: int | None = None
         self._threads_before_load = _thread_ids()
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type=config.asr_compute_type,
@@ -191,16 +213,18 @@ class WhisperRecognizer:
         r = self._model.model.generate(audio, [self._prompt], **options)[0]
         tokens = [t for t in r.sequences_ids[0] if t < self._tokenizer.eot]
         text = self._tokenizer.decode(tokens).strip()
-        if ends_in_a_repeat(text):
-            # Whisper's loop on a short segment ("Fail again. Fail again." for one "Fail again"), too short
-            # for the compression ratio to see: decode once more with repeated tokens penalised, and keep
-            # that reading if it is shorter (a phrase really said twice usually survives the penalty).
+        repeat_words = looks_like_a_loop(text, duration_s)
+        if repeat_words:
+            # Whisper's loop on a short segment ("Fail again. Fail again." for one "Fail again" in 1 s), too
+            # short for the compression ratio to see: decode once more with repeated tokens penalised, and
+            # take that reading only if it is exactly the first one with the repeat said once.
             again = self._model.model.generate(audio, [self._prompt], repetition_penalty=REPEAT_RETRY_PENALTY,
                                                **options)[0]
             again_tokens = [t for t in again.sequences_ids[0] if t < self._tokenizer.eot]
+            again_text = self._tokenizer.decode(again_tokens).strip()
             self.repeat_retries += 1
-            if 0 < len(again_tokens) < len(tokens):
-                r, tokens, text = again, again_tokens, self._tokenizer.decode(again_tokens).strip()
+            if loop_removed(text, again_text, repeat_words):
+                r, tokens, text = again, again_tokens, again_text
         score = float(r.scores[0]) if r.scores else 0.0
         avg_logprob = score * len(tokens) / (len(tokens) + 1) if tokens else score
         rejected = ""

@@ -79,7 +79,7 @@ class ListeningConfig:
     asr_compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
     asr_cpu_threads: int = _range(0, 64, 2)
     # The recognizer's own compute threads (CTranslate2's) run this much below the tick's CPU priority (a
-    # nice increment, 0 = same; 19 = only when nothing else wants the CPU): a decode takes both cores for
+    # nice increment, 0 = same; 19 = about 1.5 % of a busy tick-priority thread's share): a decode takes both cores for
     # 0.3 s at a time on a 2-core board, and the tick, waiting for a core behind it, missed frames
     # (BENCHMARKS.md, demo: 1.8-7 % dropped at 0, 0.35-1.8 % at 5, 0-0.2 % at 19, answers 20-60 ms later).
     asr_nice: int = _range(0, 19, 10)

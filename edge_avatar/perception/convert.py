@@ -316,7 +316,8 @@ def _decompose_prelu(graph: Any) -> int:
     ``BN(t; s)`` is a BatchNormalization with scale ``s`` per channel, bias and
     mean 0, variance 1 and epsilon 0: exactly ``s * t``. The form is bit-exact
     (for x >= 0: x + (-a) * 0 = x; for x < 0: 0 + (-a) * (-x) = a * x, and
-    negating a float is exact), and it is chosen for ONNX Runtime's CPU
+    negating a float is exact) except that a zero result may lose its sign
+    (-0 becomes +0, the same number), and it is chosen for ONNX Runtime's CPU
     provider, which keeps a network in its blocked NCHWc layout only through
     Conv, Relu, Add and BatchNormalization (which it turns into a depthwise
     1x1 convolution, fusing the Relu after it and the Add into it). Its PRelu
@@ -344,9 +345,25 @@ def _decompose_prelu(graph: Any) -> int:
         x, slope_name = node.input
         if slope_name not in initializers:
             raise RuntimeError(f"PRelu {node.name!r}: slope {slope_name!r} is not a constant; cannot decompose")
-        slope = numpy_helper.to_array(initializers[slope_name]).astype(np.float32).reshape(-1)
-        channels = slope.size
+        slope_array = numpy_helper.to_array(initializers[slope_name]).astype(np.float32)
         y = node.output[0]
+        shape = list(slope_array.shape)
+        while shape and shape[0] == 1 and len(shape) > 1:
+            shape.pop(0)
+        if len(shape) < 2 or any(d != 1 for d in shape[1:]):
+            # Not one slope per channel of an NCHW tensor (a scalar, or a slope along W): the plain form,
+            # which broadcasts as PRelu does.
+            zero = constant("prelu_zero_scalar", np.zeros(()))
+            new_nodes += [
+                helper.make_node("Relu", [x], [y + "_pos"]),
+                helper.make_node("Min", [x, zero], [y + "_negpart"]),
+                helper.make_node("Mul", [y + "_negpart", slope_name], [y + "_neg"]),
+                helper.make_node("Add", [y + "_pos", y + "_neg"], [y]),
+            ]
+            count += 1
+            continue
+        slope = slope_array.reshape(-1)
+        channels = slope.size
         zero = constant(f"prelu_zero_{channels}", np.zeros(channels))
         one = constant(f"prelu_one_{channels}", np.ones(channels))
         minus_one = constant(f"prelu_minus_one_{channels}", -np.ones(channels))
@@ -401,7 +418,7 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
         return numpy_helper.to_array(inits[name]) if name in inits else None
 
     def padded(name: str, axis: int, size: int, fill: float = 0.0) -> str:
-        new_name = f"{name}_pad{size}_{axis}"
+        new_name = f"{name}_pad{size}_{axis}" + ("" if fill == 0.0 else f"_fill{fill:g}")
         replaced.add(name)
         if new_name not in added:
             a = numpy_helper.to_array(inits[name])
@@ -412,9 +429,13 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
         return new_name
 
     count = 0
+    def constant_bias(node: Any) -> bool:
+        return len(node.input) < 3 or not node.input[2] or node.input[2] in inits
+
     for start in list(graph.node):
         weights = array(start.input[1]) if start.op_type == "Conv" and len(start.input) > 1 else None
-        if weights is None or attr(start, "group", 1) != 1 or weights.shape[0] % multiple == 0:
+        if weights is None or attr(start, "group", 1) != 1 or weights.shape[0] % multiple == 0 \
+                or not constant_bias(start):
             continue
         c = weights.shape[0]
         wide = -(-c // multiple) * multiple
@@ -436,7 +457,8 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
                 elif node.op_type == "BatchNormalization" and node.input[0] == tensor and all(
                         n in inits and numpy_helper.to_array(inits[n]).shape == (c,) for n in node.input[1:5]):
                     inner.append(node)
-                elif w is not None and attr(node, "group", 1) == c and w.shape[:2] == (c, 1):
+                elif w is not None and c > 1 and attr(node, "group", 1) == c and w.shape[:2] == (c, 1) \
+                        and node.input[0] == tensor and constant_bias(node):
                     inner.append(node)
                 elif w is not None and attr(node, "group", 1) == 1 and w.shape[1] == c and node.input[0] == tensor:
                     readers.append(node)
@@ -449,7 +471,7 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
         if not ok or not readers or any(n.op_type == "Add" and not set(n.input) <= region for n in inner):
             continue
         start.input[1] = padded(start.input[1], 0, wide)
-        if len(start.input) > 2:
+        if len(start.input) > 2 and start.input[2]:
             start.input[2] = padded(start.input[2], 0, wide)
         for node in inner:
             if node.op_type == "BatchNormalization":      # scale, bias, mean: 0; variance: 1 (no 0/0)
@@ -457,7 +479,7 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
                     node.input[i] = padded(node.input[i], 0, wide, fill)
             elif node.op_type == "Conv":                  # depthwise: one zero kernel per new channel
                 node.input[1] = padded(node.input[1], 0, wide)
-                if len(node.input) > 2:
+                if len(node.input) > 2 and node.input[2]:
                     node.input[2] = padded(node.input[2], 0, wide)
                 for a in node.attribute:
                     if a.name == "group":
