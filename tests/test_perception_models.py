@@ -365,3 +365,35 @@ def test_a_run_that_reaches_an_unknown_layer_is_left_alone():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], [w])
     assert _pad_narrow_channels(graph) == 0
     assert numpy_helper.to_array(graph.initializer[0]).shape == (8, 16, 1, 1)
+
+
+def test_a_pad_that_appends_zero_channels_becomes_an_identity_convolution():
+    """MediaPipe's shortcut (MaxPool, then Pad with zero channels, then Add): the same numbers as a 1x1 conv."""
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    from edge_avatar.perception.convert import _channel_pads_as_convs  # noqa: PLC0415
+
+    def model(pads: list[int]) -> Any:
+        graph = helper.make_graph(
+            [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Pad", ["m", "pads"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.array(pads, np.int64), "pads")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
+
+    x = np.random.default_rng(6).normal(0, 3, (1, 16, 8, 8)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = model([0, 0, 0, 0, 0, 16, 0, 0])
+    expected = ort.InferenceSession(plain.SerializeToString(), options).run(None, {"x": x})[0]   # (1, 32, 4, 4)
+    rewritten = model([0, 0, 0, 0, 0, 16, 0, 0])
+    assert _channel_pads_as_convs(rewritten) == 1
+    assert [n.op_type for n in rewritten.graph.node] == ["MaxPool", "Conv"]
+    got = ort.InferenceSession(rewritten.SerializeToString(), options).run(None, {"x": x})[0]
+    assert got.shape == (1, 32, 4, 4)
+    np.testing.assert_array_equal(got, expected)
+    spatial = model([0, 0, 1, 0, 0, 16, 0, 0])                    # also pads rows: not a channel pad, kept
+    assert _channel_pads_as_convs(spatial) == 0
+    assert [n.op_type for n in spatial.graph.node] == ["MaxPool", "Pad"]

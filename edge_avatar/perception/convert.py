@@ -23,8 +23,9 @@ Steps, per model:
    outputs stable names, rewrite PRelu as Relu(x) + (-slope) * Relu(-x) with
    the scalings as BatchNormalization (bit-exact, and the form ONNX Runtime's
    CPU provider keeps in its fast blocked layout: see ``_decompose_prelu``),
-   widen layers of 8 channels to 16 with zero channels (bit-exact, for the same
-   layout: see ``_pad_narrow_channels``), store the
+   write each Pad that appends zero channels as an identity 1x1 convolution
+   (``_channel_pads_as_convs``) and widen layers of 8 channels to 16 with zero
+   channels (``_pad_narrow_channels``), both exact and for the same layout, store the
    weights as float16 initializers followed by
    ``Cast`` to float32 -- only where the float16 round trip is exact, which it is
    for every MediaPipe model because their ``.tflite`` files already hold float16
@@ -256,6 +257,7 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
     prelu_count = _decompose_prelu(graph)
+    pads_as_convs = _channel_pads_as_convs(proto)
     padded_runs = _pad_narrow_channels(graph)
     _canonical_names(graph)
     # Fixed batch of 1 where tf2onnx left the batch dimension unknown: every model runs one crop at a time.
@@ -307,7 +309,8 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
         raise RuntimeError(f"{model.name}: expected opset {opset}, tf2onnx wrote {opsets}")
     return {"opset": opset, "weights": {"float16_stored_params": int(stored_fp16),
                                         "float32_params": int(kept_fp32)},
-            "prelu_decomposed": prelu_count, "narrow_channel_runs_padded": padded_runs}
+            "prelu_decomposed": prelu_count, "channel_pads_as_convs": pads_as_convs,
+            "narrow_channel_runs_padded": padded_runs}
 
 
 def _decompose_prelu(graph: Any) -> int:
@@ -379,6 +382,46 @@ def _decompose_prelu(graph: Any) -> int:
         count += 1
     if count:
         graph.initializer.extend(constants.values())
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+    return count
+
+
+def _channel_pads_as_convs(proto: Any) -> int:
+    """Rewrite each Pad that only appends zero channels (MediaPipe's residual shortcuts) as a 1x1 convolution
+    whose weights are the identity over the old channels and zero for the new ones; returns how many.
+
+    The numbers are the same (each output is 1 * x plus zeros, or zero), apart from the sign of a zero;
+    and ONNX Runtime keeps a convolution in its blocked NCHWc layout, where a Pad made the residual Add,
+    and every activation after it until the next convolution, fall back to the plain layout with a
+    conversion on both sides.
+    """
+    from onnx import helper, numpy_helper, shape_inference  # noqa: PLC0415
+
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*shape_inference.infer_shapes(proto).graph.value_info, *graph.input)}
+    new_nodes, count = [], 0
+    for node in graph.node:
+        pads = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "Pad" and len(node.input) > 1 \
+            and node.input[1] in inits else None
+        value_ok = len(node.input) < 3 or not node.input[2] or (
+            node.input[2] in inits and not numpy_helper.to_array(inits[node.input[2]]).any())
+        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
+        in_shape = shapes.get(node.input[0], [])
+        if (pads is None or not value_ok or mode != "constant" or pads.shape != (8,) or len(in_shape) != 4
+                or not in_shape[1] or pads[5] <= 0 or np.delete(pads, 5).any()):
+            new_nodes.append(node)
+            continue
+        c_in, c_out = in_shape[1], in_shape[1] + int(pads[5])
+        weights = np.zeros((c_out, c_in, 1, 1), np.float32)
+        weights[np.arange(c_in), np.arange(c_in), 0, 0] = 1.0
+        name = node.output[0] + "_identity"
+        graph.initializer.append(numpy_helper.from_array(weights, name))
+        new_nodes.append(helper.make_node("Conv", [node.input[0], name], list(node.output), name=node.name))
+        count += 1
+    if count:
         del graph.node[:]
         graph.node.extend(new_nodes)
     return count
@@ -720,7 +763,8 @@ def convert_all(options: ConvertOptions) -> dict[str, Any]:
                                "args": f"--tflite {tflite.name} --opset {options.opset}",
                                "postprocess": "I/O renamed, batch fixed to 1, internal names canonicalised, "
                                               "PRelu -> Relu(x) + BN(Relu(BN(x; -1)); -slope) (bit-exact, stays "
-                                              "in ORT's NCHWc layout), runs of layers with fewer channels "
+                                              "in ORT's NCHWc layout), zero-channel Pads as identity 1x1 convs, "
+                                              "runs of layers with fewer channels "
                                               f"than a multiple of {CHANNEL_MULTIPLE} widened with zero "
                                               "channels (bit-exact), exact float16 weights stored as "
                                               "float16 + Cast"},
