@@ -9,6 +9,7 @@ live here, never in timed unit tests.
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 from typing import Any, Callable
@@ -71,8 +72,6 @@ def run_benchmarks(names: list[str] | None, quick: bool = False,
     unknown = [n for n in selected if n not in BENCHMARKS]
     if unknown:
         raise KeyError(f"unknown benchmark {unknown[0]!r}; available: {', '.join(sorted(BENCHMARKS))}")
-    import datetime  # noqa: PLC0415
-
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"machine": machine_info(), "generated_utc": generated, "quick": quick,
                                "benchmarks": {}}

@@ -471,10 +471,10 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
                                                       new_name)
         return new_name
 
-    count = 0
     def constant_bias(node: Any) -> bool:
         return len(node.input) < 3 or not node.input[2] or node.input[2] in inits
 
+    count = 0
     for start in list(graph.node):
         weights = array(start.input[1]) if start.op_type == "Conv" and len(start.input) > 1 else None
         if weights is None or attr(start, "group", 1) != 1 or weights.shape[0] % multiple == 0 \
@@ -498,7 +498,7 @@ def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
                 if node.op_type in ("Relu", "Add"):
                     inner.append(node)
                 elif node.op_type == "BatchNormalization" and node.input[0] == tensor and all(
-                        n in inits and numpy_helper.to_array(inits[n]).shape == (c,) for n in node.input[1:5]):
+                        n in inits and inits[n].dims == [c] for n in node.input[1:5]):
                     inner.append(node)
                 elif w is not None and c > 1 and attr(node, "group", 1) == c and w.shape[:2] == (c, 1) \
                         and node.input[0] == tensor and constant_bias(node):

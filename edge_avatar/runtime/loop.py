@@ -196,11 +196,11 @@ class TickSchedule:
         shifted into their slots by up to half a frame (16.7 ms at 30 Hz), differently in every run,
         and the lip sync measured from the video would move with it.
         """
-        rate = Fraction(tick_rate_hz).limit_denominator(1001)
-        per_s = rate.numerator
-        scale = 1_000_000_000 * rate.denominator
-        j = -(-max(0, now_ns) * per_s // scale)                  # ceil(now * rate)
-        return cls(tick_rate_hz, -(-j * scale // per_s))          # the grid point, rounded up to a ns
+        grid = cls(tick_rate_hz, 0)                               # media time's own frame grid
+        j = grid.index_at(now_ns)
+        if grid.due_ns(j) < now_ns:
+            j += 1
+        return cls(tick_rate_hz, grid.due_ns(j))
 
     def due_ns(self, k: int) -> int:
         return self.t0_ns + (k * 1_000_000_000 * self.rate.denominator) // self.rate.numerator

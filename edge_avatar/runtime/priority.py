@@ -29,9 +29,7 @@ MAX_NICE = 19
 
 def lower_current_thread(increment: int, role: str) -> int | None:
     """Raise the calling thread's nice value by ``increment`` (0 = leave it); the new value, or None if unsupported."""
-    if increment <= 0:
-        return None
-    return _lower(threading.get_native_id(), increment, f"thread {role}")
+    return lower_thread(threading.get_native_id(), increment, role)
 
 
 def lower_thread(tid: int, increment: int, role: str) -> int | None:
