@@ -49,6 +49,8 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--data-dir", default=None, help="cache of the teacher's renders "
                                                     "(default ~/.cache/edge-avatar/renderer-data)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the teacher's frames")
+    p.add_argument("--export-only", action="store_true",
+                   help="no training: re-make renderer_<size>.onnx from the committed renderer_<size>.weights.npz")
     p.set_defaults(func=cmd_train_renderer)
 
     evaluate = subcommand_group(subparsers, "eval", "evaluate a model against its reference (renderer, ...)")
@@ -70,6 +72,16 @@ def cmd_train_renderer(args: argparse.Namespace) -> int:
     from edge_avatar.render.train import DEFAULT_DATA_DIR, DEFAULT_OUT_DIR, TrainOptions, train_renderer  # noqa: PLC0415
 
     config_from_args(args)  # a bad config stops here, like every other command
+    if args.export_only:
+        from edge_avatar.render.train import export_renderer  # noqa: PLC0415
+
+        try:
+            path = export_renderer(args.size, Path(args.out) if args.out else DEFAULT_OUT_DIR)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}")
+            return EXIT_FAILED
+        progress(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB) from {path.stem}.weights.npz")
+        return EXIT_OK
     options = TrainOptions.quick() if args.quick else TrainOptions()
     options = replace(options, size_px=args.size, workers=max(1, args.workers))
     if args.epochs is not None:

@@ -475,6 +475,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     import torch  # noqa: PLC0415
 
     from edge_avatar.render.dataset import code_fingerprint  # noqa: PLC0415
+    from edge_avatar.render.export import export_onnx, load_student, save_weights, weights_path_for  # noqa: PLC0415
     from edge_avatar.render.student import RendererStudent  # noqa: PLC0415
 
     say = progress or (lambda msg: log.info("%s", msg))
@@ -543,9 +544,8 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / onnx_name(size)
-    export_onnx(student, onnx_path)
-    checkpoint = root / f"renderer_{size}.pt"   # the final torch weights (for fine-tuning); engines/ has ONNX only
-    torch.save(student.state_dict(), checkpoint)
+    save_weights(student, weights_path_for(onnx_path))   # committed: the ONNX is re-made from them (--export-only)
+    export_onnx(load_student(weights_path_for(onnx_path)), onnx_path)
     record = {
         "options": asdict(options),
         "data": {name: spec.key() for name, spec in specs.items()},
@@ -796,89 +796,6 @@ def validate(student: Any, val: dict[str, np.ndarray], bg: Any) -> float:
     return float(np.mean(scores))
 
 
-# ---------------------------------------------------------------------- export
-
-
-# Where the head and its chin shadow can be, at 256 px, as (row, col, size): measured with the teacher at the
-# motion frame's limits (yaw +-45, pitch +-30, roll +-30 deg, jaw open, cheeks puffed): rows 38-202, cols 46-208.
-# The exported model runs its per-pixel stage only there (56 % of the frame); elsewhere it shows the body layer.
-EXPORT_WINDOW_256 = (24, 32, 192)
-
-
-def export_onnx(student: Any, path: Path, opset: int = 17) -> None:
-    """Write the student as ONNX: inputs motion (1, 64) float32, background_rgb (3,) float32 0..255;
-    output image (1, S, S, 3) uint8.
-
-    The per-pixel stage runs in ``EXPORT_WINDOW_256`` (scaled to S); the rest of the frame is the learned
-    body layer over the background. Large float32 weights are stored as float16 (a Cast restores float32;
-    ONNX Runtime folds it once when the session is created), halving the file.
-    """
-    import io  # noqa: PLC0415
-
-    import onnx  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-
-    size = student.shape.size_px
-    row, col, win = (v * size // 256 for v in EXPORT_WINDOW_256)
-
-    class Windowed(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.student = student
-
-        def forward(self, motion: Any, background_rgb: Any) -> Any:
-            bg = (background_rgb / 255.0).view(1, 3, 1, 1)
-            inner = self.student(motion, bg, crop=(row, col, win))["rgb"]          # (1, 3, win, win)
-            body = self.student.body
-
-            def over(part: Any) -> Any:                                            # body over the background
-                return part[:, 0:3] + (1.0 - part[:, 3:4]) * bg
-
-            middle = torch.cat([over(body[:, :, row:row + win, :col]), inner,
-                                over(body[:, :, row:row + win, col + win:])], 3)
-            rgb = torch.cat([over(body[:, :, :row]), middle, over(body[:, :, row + win:])], 2)  # (1, 3, S, S)
-            rgb = torch.clamp(rgb * 255.0 + 0.5, 0.0, 255.0)
-            return rgb.permute(0, 2, 3, 1).to(torch.uint8)
-
-    student.eval()
-    motion = torch.zeros(1, 64)
-    background = torch.tensor([28.0, 36.0, 52.0])
-    buffer = io.BytesIO()
-    torch.onnx.export(Windowed(), (motion, background), buffer, input_names=["motion", "background_rgb"],
-                      output_names=["image"], opset_version=opset, dynamo=False, do_constant_folding=True)
-    model = onnx.load_from_string(buffer.getvalue())
-    model = store_weights_as_float16(model)
-    model.doc_string = ("edge-avatar neural renderer (student). motion: (1, 64) motion frame layout v1, "
-                        "sanitized; background_rgb: (3,) 0..255; image: (1, S, S, 3) uint8 RGB.")
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
-    student.train()
-
-
-def store_weights_as_float16(model: Any, min_elements: int = 1024) -> Any:
-    """Replace each float32 initializer of at least ``min_elements`` by a float16 one plus a Cast node."""
-    import onnx  # noqa: PLC0415
-    from onnx import helper, numpy_helper  # noqa: PLC0415
-
-    graph = model.graph
-    keep, casts = [], []
-    for init in graph.initializer:
-        arr = numpy_helper.to_array(init)
-        if arr.dtype == np.float32 and arr.size >= min_elements:
-            half_name = init.name + "__fp16"
-            keep.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
-            casts.append(helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT,
-                                          name=init.name + "__cast"))
-        else:
-            keep.append(init)
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(casts + nodes)
-    return model
-
-
 def int8_recipe() -> dict[str, Any]:
     """The manifest's ``quantization`` section: the layers ``engines build`` keeps in float, and why."""
     from edge_avatar.render.evaluate import INT8_RECOMMENDED, INT8_VARIANTS  # noqa: PLC0415
@@ -889,15 +806,28 @@ def int8_recipe() -> dict[str, Any]:
                    "< 0.2 dB; with these in float the whole model loses <= 1 dB against the teacher"}
 
 
-def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, Any]) -> Path:
-    """engines/renderer.manifest.json: one entry per renderer size (the engines manifest is another's)."""
-    import hashlib  # noqa: PLC0415
+def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, Any] | None) -> Path:
+    """engines/renderer.manifest.json: one entry per renderer size (the engines manifest is another's).
+
+    ``record`` is the training run's; None keeps the one already there (a re-export of the same weights).
+    """
+    from edge_avatar.render.export import EXPORT_WINDOW_256, export_facts, weights_path_for  # noqa: PLC0415
 
     path = out_dir / MANIFEST_NAME
     manifest = json.loads(path.read_text()) if path.is_file() else {"manifest_version": 1, "models": {}}
+    key = f"renderer_{size}"
+    if record is None:
+        if key not in manifest["models"]:
+            raise ValueError(f"{path}: no {key} entry to keep the training record of; train it first")
+        record = manifest["models"][key]["training"]
     data = onnx_path.read_bytes()
+    weights = weights_path_for(onnx_path)
+    weights_entry = {"file": weights.name, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    previous = manifest["models"].get(key, {}).get("weights", {})
+    if previous.get("sha256") == weights_entry["sha256"] and "provenance" in previous:
+        weights_entry["provenance"] = previous["provenance"]   # the same weights: how they came to be still holds
     quick = record["options"]["frames"] < 1000
-    manifest["models"][f"renderer_{size}"] = {
+    manifest["models"][key] = {
         "file": onnx_path.name,
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
@@ -906,6 +836,9 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
         "licence": "Apache-2.0",
         "training_command": "edge-avatar train renderer" + (" --quick" if quick else "")
                             + (f" --size {size}" if size != 256 else ""),
+        "weights": weights_entry,
+        "export": {"command": "edge-avatar train renderer --export-only" + (f" --size {size}" if size != 256 else ""),
+                   "window_256": list(EXPORT_WINDOW_256), **export_facts(onnx_path)},
         "opset": 17,
         "inputs": [{"name": "motion", "shape": [1, 64], "dtype": "float32"},
                    {"name": "background_rgb", "shape": [3], "dtype": "float32"}],
@@ -915,3 +848,21 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
     }
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def export_renderer(size: int, out_dir: Path = DEFAULT_OUT_DIR) -> Path:
+    """``edge-avatar train renderer --export-only``: re-make renderer_<size>.onnx from its committed weights
+    (``renderer_<size>.weights.npz``) and update its manifest entry, keeping the training record."""
+    from edge_avatar.render.export import export_onnx, load_student, weights_path_for  # noqa: PLC0415
+
+    onnx_path = Path(out_dir) / onnx_name(size)
+    weights = weights_path_for(onnx_path)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: train the renderer first (edge-avatar train renderer"
+                                + (f" --size {size}" if size != 256 else "") + ")")
+    student = load_student(weights)
+    if student.shape.size_px != size:
+        raise ValueError(f"{weights} holds a {student.shape.size_px}px renderer, not {size}px")
+    export_onnx(student, onnx_path)
+    write_manifest(Path(out_dir), size, onnx_path, None)
+    return onnx_path
