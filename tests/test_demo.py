@@ -106,6 +106,9 @@ def test_the_report_has_the_documented_fields(run):
     for stage in ("capture", "perception", "planner", "renderer", "present"):
         assert report["stages_ms"][stage]["count"] > 0
     assert report["memory_mb"]["peak_rss"] > 0
+    cpu = report["machine_cpu_pct"]                  # the machine during the run (Linux): steal explains drops
+    assert set(cpu) >= {"user", "system", "idle", "steal"} and 99.0 <= sum(cpu.values()) <= 101.0
+    assert cpu["user"] > 0
     assert report["planner"]["kind"] == "NeuralPlanner" and report["renderer"]["kind"] == "NeuralRenderer"
     assert report["planner"]["input_counters"]["speech_tracks"] >= 5       # every sentence reached the face
     engines = report["engines"]                                             # every model that ran, and how

@@ -49,6 +49,8 @@ def summarise_demo_report(report: dict[str, Any]) -> dict[str, Any]:
         "stages_ms": {name: {k: s.get(k) for k in ("p50", "p95")}
                       for name, s in report.get("stages_ms", {}).items() if s.get("count")},
         "peak_rss_mb": peak,
+        # the machine while the loop ran: "steal" is time a hypervisor took the vCPUs away (drops follow it)
+        "machine_cpu_pct": report.get("machine_cpu_pct"),
         "engines": report.get("perception", {}).get("engines"),
         "planner": report.get("planner", {}).get("kind"),
         "renderer": report.get("renderer", {}).get("kind"),

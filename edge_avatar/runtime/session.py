@@ -26,6 +26,7 @@ from edge_avatar.clock import MediaClock, RealTimeBase, TimeBase
 from edge_avatar.config import RootConfig
 from edge_avatar.outputs.audio import AudioOutput, open_audio_output
 from edge_avatar.runtime import placeholders
+from edge_avatar.runtime.cpu_share import CpuTimes, share_pct
 from edge_avatar.runtime.loop import AvatarLoop, TickState, queue_stats
 from edge_avatar.runtime.queues import BoundedQueue, OverflowPolicy
 from edge_avatar.runtime.workers import ListenerWorker, MicrophoneWorker
@@ -96,6 +97,7 @@ class Session:
         self.lip_sync: dict[str, Any] | None = None
         self.mouth_track = None                  # lipsync.MouthTrack of the finished file (for report.html)
         self.error: str | None = None
+        self.machine_cpu_pct: dict[str, float] | None = None   # the whole machine's CPU time while the loop ran
 
     # ------------------------------------------------------------------ build
 
@@ -268,12 +270,14 @@ class Session:
         """Tick until the duration, ``stop()`` or a signal; always finalises and returns the report."""
         if self.loop is None:
             self.start()
+        cpu_before = CpuTimes.read()
         try:
             self.loop.run(self.options.duration_s)
         except BaseException as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            self.machine_cpu_pct = share_pct(cpu_before, CpuTimes.read())
             self._close_devices()
         self._measure_lip_sync()
         return self.report()
@@ -453,6 +457,7 @@ class Session:
             },
             "output": self.output_info,
             "memory_mb": {"peak_rss": round(peak_rss_mb(), 1)},
+            "machine_cpu_pct": self.machine_cpu_pct,
             "error": self.error,
             "exit_status": self.restart_exit_status,
             **self.options.extra_report,
