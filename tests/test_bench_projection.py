@@ -113,6 +113,7 @@ def test_bench_runs_quick_and_labels_every_projection():
     assert "projection" in BENCHMARKS
     doc = result["benchmarks"]["projection"]
     json.dumps(doc)                                    # one JSON document
+    assert {"user", "idle", "steal"} <= set(doc["machine_cpu_pct"])   # the machine while it ran
     assert doc["kind"] == projection.KIND == "projection (not measured on a device)"
     for key in ("formula", "devices_published", "assumptions", "models", "per_tick", "listening", "cpu_timing"):
         assert key in doc

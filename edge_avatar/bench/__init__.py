@@ -75,8 +75,14 @@ def run_benchmarks(names: list[str] | None, quick: bool = False,
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"machine": machine_info(), "generated_utc": generated, "quick": quick,
                                "benchmarks": {}}
+    from edge_avatar.runtime.cpu_share import CpuTimes, share_pct  # noqa: PLC0415
+
     for name in selected:
         if progress:
             progress(f"bench {name}: {BENCHMARKS[name][1]}")
-        results["benchmarks"][name] = BENCHMARKS[name][0](quick)
+        before = CpuTimes.read()
+        result = BENCHMARKS[name][0](quick)
+        # the machine while it ran: on a VM, "steal" (vCPU time the hypervisor took) slows every figure
+        result.setdefault("machine_cpu_pct", share_pct(before, CpuTimes.read()))
+        results["benchmarks"][name] = result
     return results
