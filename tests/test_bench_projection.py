@@ -110,6 +110,7 @@ def test_bench_runs_quick_and_labels_every_projection():
     from edge_avatar.bench import BENCHMARKS, run_benchmarks
 
     result = run_benchmarks(["projection"], quick=True)
+    trained_512 = (projection.ENGINES_DIR / "renderer_512.onnx").is_file()
     assert "projection" in BENCHMARKS
     doc = result["benchmarks"]["projection"]
     json.dumps(doc)                                    # one JSON document
@@ -128,9 +129,11 @@ def test_bench_runs_quick_and_labels_every_projection():
             for precision in ("int8", "fp16"):
                 low_high = row["projected_ms"][device][precision]
                 assert 0 < low_high["low"] <= low_high["high"]
-        if name != "renderer_512":
+        if name != "renderer_512" or trained_512:
             assert row["cpu_ms_p50"] > 0
-    assert doc["models"]["renderer_512"]["macs"] > 3 * doc["models"]["renderer_256"]["macs"]
+    # the trained 512 px model, measured; else the 256 px one scaled to 4x the area (marked as an assumption)
+    ratio = doc["models"]["renderer_512"]["macs"] / doc["models"]["renderer_256"]["macs"]
+    assert 1.5 < ratio < 4.5 if trained_512 else ratio > 3
     for device in ("orin-nano-8gb", "agx-orin-64gb"):
         totals = doc["per_tick"][device]
         assert totals["tick_budget_ms"] == pytest.approx(1000 / 30, abs=1e-3)

@@ -492,3 +492,26 @@ def test_real_renderer_loads_the_mixed_int8_build_when_it_verified_and_was_faste
     motion = MotionSampler(11).batch(1)[0]
     assert psnr_db(before.render(motion), after.render(motion), 255.0) >= 30.0
     before.close(), after.close()
+
+
+def test_a_board_builds_the_renderer_of_its_own_render_size_only(tmp_path: Path) -> None:
+    """Renderers of other sizes are in the manifest but not this board's (64 px render): skipped, said so, and
+    built when named."""
+    from test_engines_support import entry_for
+
+    engines = make_engines_dir(tmp_path)
+    path = engines / "renderer.manifest.json"
+    manifest = json.loads(path.read_text())
+    for size in (64, 128):
+        model = tiny_renderer(engines / f"renderer_{size}.onnx", size_px=size)
+        manifest["models"][f"renderer_{size}"] = entry_for(
+            f"renderer_{size}", model, manifest["models"]["renderer_4"]["inputs"],
+            [{"name": "image", "shape": [1, size, size, 3], "dtype": "uint8"}], 17)
+    path.write_text(json.dumps(manifest))
+    config = config_for(engines, tmp_path / "cache", "render.width_px=64", "render.height_px=64")
+    said: list[str] = []
+    reports = build_engines(config, FAST, progress=said.append)
+    assert [r.name for r in reports] == ["renderer_64"]
+    assert any("not built for this board (64 px render): renderer_4, renderer_128" in s for s in said), said
+    named = build_engines(config, BuildOptions(**{**FAST.__dict__, "models": ("renderer_128",)}))
+    assert [r.name for r in named] == ["renderer_128"] and named[0].ok, named[0].errors

@@ -91,11 +91,14 @@ def test_onnx_io_matches_the_manifest(name):
 
 
 def test_engines_stay_small():
-    """Committed weights stay small: every file under 8 MB, all of engines/ (perception, planner, renderer)
-    under 20 MB."""
+    """Committed weights stay small: every file under 10 MB, all of engines/ under 32 MB.
+
+    (20 MB until the 512 px renderer: its ONNX alone is 9.6 MB in float16. Its training weights, 10 MB more,
+    are not committed: ``edge-avatar train renderer --size 512`` grows them again from the committed 256 px
+    ones.)"""
     sizes = {p.name: p.stat().st_size for p in REPO_ENGINES_DIR.iterdir() if p.is_file()}
-    assert max(sizes.values()) < 8_000_000, max(sizes.items(), key=lambda kv: kv[1])
-    assert sum(sizes.values()) < 20_000_000, f"engines/ is {sum(sizes.values()) / 1e6:.1f} MB"
+    assert max(sizes.values()) < 10_000_000, max(sizes.items(), key=lambda kv: kv[1])
+    assert sum(sizes.values()) < 32_000_000, f"engines/ is {sum(sizes.values()) / 1e6:.1f} MB"
 
 
 def test_changed_model_file_is_refused(tmp_path):

@@ -126,9 +126,9 @@ ASSUMPTIONS: dict[str, Any] = {
                     "bandwidth; reported beside the projection, not added to it",
     "dense_vs_sparse": "dense = NVIDIA's sparse INT8 figure / 2; fp16 = dense INT8 / 2",
     "dla": "not used (use_dla: false in both board configs); AGX Orin's projection is the GPU's 170 sparse TOPS",
-    "renderer_512": "no 512 px renderer is trained yet (today the 256 px model is scaled up on AGX Orin); its "
-                    "cost is the 256 px model's with convolution MACs and activations x4, dense layers and "
-                    "kernel count unchanged",
+    "renderer_512": "the trained engines/renderer_512.onnx (AGX Orin, Thor) where it exists; without it the "
+                    "256 px model is scaled up on the device, and its cost here is the 256 px model's with "
+                    "convolution MACs and activations x4, dense layers and kernel count unchanged",
     "perception_frame": "one visitor; per perception frame: face landmarks + blendshapes every frame, emotion "
                         "every emotion_interval_frames, face detection every redetect_interval_frames, palm "
                         "detection every hand_detect_interval_frames, hand landmarks for one tracked hand "
@@ -450,9 +450,12 @@ def product_models() -> tuple[list[ModelEntry], list[dict[str, str]]]:
         pass
     entries.append(ModelEntry("planner", ENGINES_DIR / "planner.onnx", "planner", {
         "features": _image((1, 1, INPUT_SIZE)), "state_in": np.zeros((1, 1, planner_state), np.float32)}))
-    entries.append(ModelEntry("renderer_256", ENGINES_DIR / "renderer_256.onnx", "renderer", {
-        "motion": neutral_motion().reshape(1, -1).astype(np.float32),
-        "background_rgb": np.array([0.1, 0.1, 0.12], np.float32)}))
+    for size in (256, 512):   # the 512 px renderer (AGX Orin, Thor) where it has been trained
+        path = ENGINES_DIR / f"renderer_{size}.onnx"
+        if size == 256 or path.is_file():
+            entries.append(ModelEntry(f"renderer_{size}", path, "renderer", {
+                "motion": neutral_motion().reshape(1, -1).astype(np.float32),
+                "background_rgb": np.array([0.1, 0.1, 0.12], np.float32)}))
     try:
         from edge_avatar.listening.vad import (  # noqa: PLC0415
             SILERO_CONTEXT_SAMPLES,
@@ -686,7 +689,7 @@ def bench_projection(quick: bool = False) -> dict[str, Any]:
         cpu = measure_cpu_ms(entry.path, entry.feeds, runs)
         models[entry.name] = _model_row(entry.name, entry.role, str(entry.path.relative_to(REPO_ROOT))
                                         if entry.path.is_relative_to(REPO_ROOT) else str(entry.path), cost, cpu)
-    if "renderer_256" in costs:
+    if "renderer_256" in costs and "renderer_512" not in costs:
         scaled = _scaled(costs["renderer_256"], 4)
         models["renderer_512"] = _model_row("renderer_512", "renderer", "(renderer_256 scaled, not a file)",
                                             scaled, None)

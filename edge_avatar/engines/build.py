@@ -200,10 +200,23 @@ class EngineBuilder:
         unknown = [m for m in options.models if m not in self.entries]
         if unknown:
             raise EngineError(f"unknown model {unknown[0]!r}; models in the manifests: {', '.join(self.entries)}")
-        self.selected = [self.entries[m] for m in (options.models or tuple(self.entries))]
+        self.selected = [self.entries[m] for m in (options.models or self._board_models())]
         self._data: dict[str, CalibrationData] = {}
         self._data_errors: dict[str, str] = {}
         self._fingerprints: dict[str, str] = {}
+
+    def _board_models(self) -> tuple[str, ...]:
+        """Every model in the manifests but the renderers of another render size than this board's (AGX Orin's
+        512 px renderer is not built on a 256 px board unless named with --models)."""
+        mine = f"renderer_{self.config.render.width_px}"
+        renderers = [n for n in self.entries if n.startswith("renderer_")]
+        if mine not in renderers:   # no model of this size: the runtime scales the nearest smaller one up
+            smaller = [n for n in renderers if int(n.split("_")[1]) <= self.config.render.width_px]
+            mine = max(smaller, key=lambda n: int(n.split("_")[1]), default=None)
+        skipped = [n for n in renderers if n != mine]
+        if skipped:
+            self._say(f"not built for this board ({self.config.render.width_px} px render): {', '.join(skipped)}")
+        return tuple(n for n in self.entries if n not in skipped)
 
     # ---- helpers
 

@@ -49,6 +49,8 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--data-dir", default=None, help="cache of the teacher's renders "
                                                     "(default ~/.cache/edge-avatar/renderer-data)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the teacher's frames")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="512 px: train from scratch (about three hours here) instead of growing the 256 px student")
     p.add_argument("--export-only", action="store_true",
                    help="no training: re-make renderer_<size>.onnx from the committed renderer_<size>.weights.npz")
     p.set_defaults(func=cmd_train_renderer)
@@ -82,7 +84,13 @@ def cmd_train_renderer(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         progress(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB) from {path.stem}.weights.npz")
         return EXIT_OK
-    options = TrainOptions.quick() if args.quick else TrainOptions()
+    if args.size == 512 and not args.from_scratch:   # grown from the committed 256 px student
+        options = TrainOptions.grown_512()
+        if args.quick:
+            quick = TrainOptions.quick()
+            options = replace(quick, size_px=512, epochs=0, grow_from=options.grow_from)
+    else:
+        options = TrainOptions.quick() if args.quick else TrainOptions()
     options = replace(options, size_px=args.size, workers=max(1, args.workers))
     if args.epochs is not None:
         options = replace(options, epochs=max(1, args.epochs))

@@ -34,7 +34,7 @@ from edge_avatar.motion import MOTION_FRAME_SIZE, sanitize_motion
 log = logging.getLogger(__name__)
 
 ENGINES_DIR = Path(__file__).resolve().parent.parent.parent / "engines"
-TRAINED_SIZES_PX = (256,)   # sizes with a committed model; others are upscaled from the nearest below
+TRAINED_SIZES_PX = (256, 512)   # sizes with a committed model; others are upscaled from the nearest below
 
 
 def model_path_for(size_px: int, engines_dir: str | Path | None = None) -> Path:

@@ -100,6 +100,18 @@ class TrainOptions:
     eye_phase_seed: int = 10
     eye_phase_closed_share: float = 0.4     # of each batch: eyes closed (blink >= 0.75) ...
     eye_phase_partial_share: float = 0.3    # ... half closed (0.2-0.75); the rest open, at every gaze
+    # start from a trained smaller student (its weights file, ``grow``) instead of from scratch: no phase 1
+    grow_from: str = ""
+
+    @staticmethod
+    def grown_512() -> "TrainOptions":
+        """The 512 px recipe: grown from the committed 256 px student, then fine-tuned at 512 px on fewer,
+        larger teacher frames (the three later phases only; about an hour on the 2-core box, where training
+        512 px from scratch would take about three)."""
+        return TrainOptions(size_px=512, frames=600, textures=2000, val_frames=24, epochs=0,
+                            extreme_textures=1000, extreme_frames=200, finetune_steps=300, finetune_lr=3e-4,
+                            finetune_static_lr=1e-4, texture_phase_steps=200, texture_phase_lr=5e-4,
+                            eye_phase_steps=100, grow_from="renderer_256.weights.npz")
 
     @staticmethod
     def quick() -> "TrainOptions":
@@ -476,6 +488,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
 
     from edge_avatar.render.dataset import code_fingerprint  # noqa: PLC0415
     from edge_avatar.render.export import export_onnx, load_student, save_weights, weights_path_for  # noqa: PLC0415
+    from edge_avatar.render.grow import describe as grow_describe  # noqa: PLC0415
     from edge_avatar.render.student import RendererStudent  # noqa: PLC0415
 
     say = progress or (lambda msg: log.info("%s", msg))
@@ -503,7 +516,18 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     data = {name: load_or_render(spec, root, options.workers, f"teacher {name}") for name, spec in specs.items()}
     render_s = time.monotonic() - started_s
 
-    student = RendererStudent(size, **initial_tensors(size))
+    if options.grow_from:
+        from edge_avatar.render.grow import grow_student  # noqa: PLC0415
+        small_path = Path(options.grow_from)
+        if not small_path.is_absolute():   # beside the output, else the committed one
+            small_path = next((d / small_path for d in (Path(out_dir), DEFAULT_OUT_DIR) if (d / small_path).is_file()),
+                              DEFAULT_OUT_DIR / small_path)
+        small = load_student(small_path)
+        say(f"student: grown from {small_path} ({small.shape.size_px}px)")
+        student = grow_student(small, initial_tensors(small.shape.size_px), initial_tensors(size), size)
+        student.train()
+    else:
+        student = RendererStudent(size, **initial_tensors(size))
     n_params = sum(p.numel() for p in student.parameters())
     say(f"student: {n_params / 1e6:.2f} M parameters")
     kernel = _gauss_1d(torch)
@@ -519,7 +543,10 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     ]).encode()).hexdigest()[:12]
     checkpoint1 = root / f"renderer_{size}-phase1-{phase1_key}.pt"
     train_s = 0.0
-    if checkpoint1.is_file():
+    if options.grow_from:
+        history = []   # grown: the smaller student's training was its phase 1
+        phase1_key = None
+    elif checkpoint1.is_file():
         student.load_state_dict(torch.load(checkpoint1, weights_only=True))
         history = json.loads(checkpoint1.with_suffix(".json").read_text())
         say(f"phase 1: reusing {checkpoint1}")
@@ -559,6 +586,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
                             "final": round(validate(student, val, bg), 3)},
         "eye_white_px": eye_check(student),
         "phase1_checkpoint_key": phase1_key,
+        **({"grown": grow_describe(small_path)} if options.grow_from else {}),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -824,9 +852,9 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
     weights = weights_path_for(onnx_path)
     weights_entry = {"file": weights.name, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
     previous = manifest["models"].get(key, {}).get("weights", {})
-    if previous.get("sha256") == weights_entry["sha256"] and "provenance" in previous:
-        weights_entry["provenance"] = previous["provenance"]   # the same weights: how they came to be still holds
-    quick = record["options"]["frames"] < 1000
+    if previous.get("sha256") == weights_entry["sha256"]:   # the same weights: what was said of them still holds
+        weights_entry = {**previous, **weights_entry}
+    quick = record["options"]["frames"] < 100
     manifest["models"][key] = {
         "file": onnx_path.name,
         "sha256": hashlib.sha256(data).hexdigest(),
