@@ -1,8 +1,8 @@
 """The renderer's export: the shipped ONNX is the committed weights, folded for inference, and draws what the
 student draws.
 
-The graph pass (merging Slices) needs only onnx and ONNX Runtime; the checks against the student need torch
-(the ``train`` extra) and are skipped without it.
+The graph passes need only onnx and ONNX Runtime; the checks against the student need torch (the ``train``
+extra) and are skipped without it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_avatar.render.layout import EXPORT_WINDOW_256
+from edge_avatar.render.onnx_passes import export_facts, merge_consecutive_slices, store_weights_as_float16
 
 ENGINES = Path(__file__).resolve().parent.parent / "engines"
 MANIFEST = json.loads((ENGINES / "renderer.manifest.json").read_text())["models"]["renderer_256"]
@@ -48,9 +49,6 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
 
 
 def test_merging_two_slices_on_different_axes_gives_one_slice_and_the_same_values():
-    pytest.importorskip("torch")   # export.py is the torch side of the renderer
-    from edge_avatar.render.export import merge_consecutive_slices
-
     x = np.random.default_rng(0).random((1, 3, 8, 10), dtype=np.float32)
     model = _slice_chain()
     before = _run(model, x)
@@ -63,9 +61,6 @@ def test_merging_two_slices_on_different_axes_gives_one_slice_and_the_same_value
 
 @pytest.mark.parametrize("case", ["first slice used elsewhere", "both on one axis"])
 def test_slices_that_cannot_be_merged_are_left_alone(case):
-    pytest.importorskip("torch")
-    from edge_avatar.render.export import merge_consecutive_slices
-
     model = _slice_chain(shared_first=case == "first slice used elsewhere", same_axis=case == "both on one axis")
     x = np.random.default_rng(1).random((1, 3, 8, 10), dtype=np.float32)
     before = _run(model, x)
@@ -75,12 +70,28 @@ def test_slices_that_cannot_be_merged_are_left_alone(case):
         np.testing.assert_array_equal(a, b)
 
 
+def test_float16_storage_halves_large_weights_and_restores_float32_by_a_cast():
+    big = numpy_helper.from_array(np.linspace(-2, 2, 2048, dtype=np.float32).reshape(1, 2048), "w")
+    small = numpy_helper.from_array(np.ones((1, 4), np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2048])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2048])], [big, small])
+    model = store_weights_as_float16(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    names = {i.name: i.data_type for i in model.graph.initializer}
+    assert names == {"w__fp16": TensorProto.FLOAT16, "b": TensorProto.FLOAT}   # only what is large is halved
+    x = np.zeros((1, 2048), np.float32)
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, numpy_helper.to_array(big), atol=2e-3)   # float16 rounding of values up to 2
+
+
 def test_the_manifest_names_the_committed_weights_and_model_by_hash():
     weights = ENGINES / MANIFEST["weights"]["file"]
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == MANIFEST["weights"]["sha256"]
     model = ENGINES / MANIFEST["file"]
     assert hashlib.sha256(model.read_bytes()).hexdigest() == MANIFEST["sha256"]
     assert MANIFEST["export"]["command"] == "edge-avatar train renderer --export-only"
+    assert {k: MANIFEST["export"][k] for k in ("nodes", "operators")} == export_facts(model)
 
 
 def _motions() -> list[np.ndarray]:

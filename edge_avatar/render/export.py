@@ -46,7 +46,6 @@ import io
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ from edge_avatar.motion import MOTION_FRAME_SIZE
 from edge_avatar.render import layout
 from edge_avatar.render.dataset import coarse_texels_per_unit, right_eye_rect
 from edge_avatar.render.layout import EXPORT_WINDOW_256
+from edge_avatar.render.onnx_passes import merge_consecutive_slices, store_weights_as_float16
 from edge_avatar.render.student import (
     Decoder,
     RendererStudent,
@@ -366,82 +366,3 @@ def export_onnx(student: RendererStudent, path: Path, opset: int = OPSET,
                         "sanitized; background_rgb: (3,) 0..255; image: (1, S, S, 3) uint8 RGB.")
     onnx.checker.check_model(model)
     Path(path).write_bytes(model.SerializeToString())
-
-
-def export_facts(path: Path) -> dict[str, Any]:
-    """What the manifest says of an exported file: its node count and the operators it uses."""
-    import onnx  # noqa: PLC0415
-
-    nodes = [n for n in onnx.load(str(path)).graph.node if not n.name.endswith("__cast")]
-    return {"nodes": len(nodes), "operators": sorted({n.op_type for n in nodes})}
-
-
-def merge_consecutive_slices(model: Any) -> Any:
-    """Merge each Slice that only feeds another Slice on other axes into it (torch writes ``x[:, :, a:b, c:d]``
-    as two Slices, each a copy): exact, one pass over the data fewer."""
-    from onnx import numpy_helper  # noqa: PLC0415
-
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    producer = {o: n for n in graph.node for o in n.output}
-
-    def constant(name: str) -> np.ndarray | None:
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        node = producer.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute[0].name == "value":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
-
-    def constant_args(node: Any) -> list[np.ndarray] | None:
-        args = [constant(name) for name in node.input[1:]] if len(node.input) == 5 else [None]
-        return None if any(a is None for a in args) else args
-
-    merged = 0
-    for node in list(graph.node):
-        first = producer.get(node.input[0]) if node.op_type == "Slice" else None
-        if first is None or first.op_type != "Slice" or consumers.get(first.output[0]) != 1:
-            continue
-        a, b = constant_args(first), constant_args(node)
-        if a is None or b is None or set(a[2].tolist()) & set(b[2].tolist()):
-            continue
-        tag = f"merged_slice_{merged}"
-        for k, part in enumerate(("starts", "ends", "axes", "steps")):
-            joined = np.concatenate([a[k], b[k]]).astype(np.int64)
-            graph.initializer.append(numpy_helper.from_array(joined, f"{tag}_{part}"))
-            node.input[k + 1] = f"{tag}_{part}"
-        node.input[0] = first.input[0]
-        graph.node.remove(first)
-        merged += 1
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
-        graph.node.remove(node)   # the merged Slices' old arguments
-    return model
-
-
-def store_weights_as_float16(model: Any, min_elements: int = 1024) -> Any:
-    """Replace each float32 initializer of at least ``min_elements`` by a float16 one plus a Cast node."""
-    import onnx  # noqa: PLC0415
-    from onnx import helper, numpy_helper  # noqa: PLC0415
-
-    graph = model.graph
-    keep, casts = [], []
-    for init in graph.initializer:
-        arr = numpy_helper.to_array(init)
-        if arr.dtype == np.float32 and arr.size >= min_elements:
-            half_name = init.name + "__fp16"
-            keep.append(numpy_helper.from_array(arr.astype(np.float16), half_name))
-            casts.append(helper.make_node("Cast", [half_name], [init.name], to=onnx.TensorProto.FLOAT,
-                                          name=init.name + "__cast"))
-        else:
-            keep.append(init)
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    nodes = list(graph.node)
-    del graph.node[:]
-    graph.node.extend(casts + nodes)
-    return model

@@ -839,7 +839,9 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
 
     ``record`` is the training run's; None keeps the one already there (a re-export of the same weights).
     """
-    from edge_avatar.render.export import EXPORT_WINDOW_256, export_facts, weights_path_for  # noqa: PLC0415
+    from edge_avatar.render.export import weights_path_for  # noqa: PLC0415
+    from edge_avatar.render.layout import EXPORT_WINDOW_256  # noqa: PLC0415
+    from edge_avatar.render.onnx_passes import export_facts  # noqa: PLC0415
 
     path = out_dir / MANIFEST_NAME
     manifest = json.loads(path.read_text()) if path.is_file() else {"manifest_version": 1, "models": {}}
