@@ -44,3 +44,11 @@ def test_this_machine_counts_forward():
     second = CpuTimes.read()
     assert first is not None and second is not None
     assert all(b >= a for a, b in zip(first.ticks, second.ticks))
+
+
+def test_a_counter_that_went_backwards_counts_as_nothing():
+    """proc(5): iowait can decrease; no share may come out negative."""
+    before = CpuTimes.parse("cpu  100 0 0 100 50 0 0 0")
+    after = CpuTimes.parse("cpu  200 0 0 200 40 0 0 0")
+    share = share_pct(before, after)
+    assert share["iowait"] == 0.0 and share["user"] == 50.0 and share["idle"] == 50.0

@@ -59,9 +59,37 @@ def test_merging_two_slices_on_different_axes_gives_one_slice_and_the_same_value
     np.testing.assert_array_equal(before[0], after[0])
 
 
-@pytest.mark.parametrize("case", ["first slice used elsewhere", "both on one axis"])
+def test_a_chain_of_three_slices_becomes_one_and_a_second_pass_is_harmless():
+    inits = [numpy_helper.from_array(np.asarray(v, np.int64), f"{p}_{k}")
+             for p, axis, lo, hi in (("a", 1, 1, 3), ("b", 2, 2, 7), ("c", 3, 0, 9))
+             for k, v in (("s", [lo]), ("e", [hi]), ("x", [axis]), ("t", [1]))]
+    nodes = [helper.make_node("Slice", [src] + [f"{p}_{k}" for k in "sext"], [dst])
+             for p, src, dst in (("a", "x", "m1"), ("b", "m1", "m2"), ("c", "m2", "y"))]
+    graph = helper.make_graph(nodes, "chain3", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(2).random((1, 3, 8, 10), dtype=np.float32)
+    before = _run(model, x)
+    once = merge_consecutive_slices(model)
+    assert [n.op_type for n in once.graph.node] == ["Slice"]
+    twice = merge_consecutive_slices(once)
+    np.testing.assert_array_equal(_run(twice, x)[0], before[0])
+    assert before[0].shape == (1, 2, 5, 9)
+
+
+@pytest.mark.parametrize("case", ["first slice used elsewhere", "both on one axis", "first slice is an output",
+                                  "same axis written negative"])
 def test_slices_that_cannot_be_merged_are_left_alone(case):
     model = _slice_chain(shared_first=case == "first slice used elsewhere", same_axis=case == "both on one axis")
+    if case == "first slice is an output":
+        model.graph.output.append(helper.make_tensor_value_info("mid", TensorProto.FLOAT, None))
+    if case == "same axis written negative":   # axis 3 and axis -1 of a 4-D tensor are one axis
+        model = _slice_chain()
+        axes = next(i for i in model.graph.initializer if i.name == "two_a")
+        axes.CopyFrom(numpy_helper.from_array(np.asarray([-1], np.int64), "two_a"))
+        model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.asarray([1], np.int64), "one_s"))
+        one_axes = next(i for i in model.graph.initializer if i.name == "one_a")
+        one_axes.CopyFrom(numpy_helper.from_array(np.asarray([3], np.int64), "one_a"))
     x = np.random.default_rng(1).random((1, 3, 8, 10), dtype=np.float32)
     before = _run(model, x)
     merged = merge_consecutive_slices(model)
@@ -182,7 +210,7 @@ def test_a_bad_weights_file_is_refused_by_name(tmp_path):
 
 
 def test_export_only_remakes_the_model_from_the_weights_and_keeps_the_training_record(tmp_path, capsys):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     import shutil
 
     from edge_avatar.cli import main
@@ -195,6 +223,16 @@ def test_export_only_remakes_the_model_from_the_weights_and_keeps_the_training_r
     assert entry["sha256"] == hashlib.sha256(made.read_bytes()).hexdigest()
     assert entry["training"] == MANIFEST["training"] and entry["weights"] == MANIFEST["weights"]
     assert entry["export"]["window_256"] == MANIFEST["export"]["window_256"]
+
+    from edge_avatar.render.export import load_student, save_weights
+
+    other = load_student(tmp_path / "renderer_256.weights.npz")
+    with torch.no_grad():
+        other.shader2.bias.add_(0.01)                              # other weights than the manifest records
+    save_weights(other, tmp_path / "renderer_256.weights.npz")
+    made.unlink()
+    assert main(["train", "renderer", "--export-only", "--out", str(tmp_path)]) != 0
+    assert "is not the file" in capsys.readouterr().out and not made.exists()   # refused before writing
 
     (tmp_path / "renderer_256.weights.npz").unlink()
     assert main(["train", "renderer", "--export-only", "--out", str(tmp_path)]) != 0

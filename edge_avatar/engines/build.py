@@ -208,14 +208,15 @@ class EngineBuilder:
     def _board_models(self) -> tuple[str, ...]:
         """Every model in the manifests but the renderers of another render size than this board's (AGX Orin's
         512 px renderer is not built on a 256 px board unless named with --models)."""
-        mine = f"renderer_{self.config.render.width_px}"
-        renderers = [n for n in self.entries if n.startswith("renderer_")]
-        if mine not in renderers:   # no model of this size: the runtime scales the nearest smaller one up
-            smaller = [n for n in renderers if int(n.split("_")[1]) <= self.config.render.width_px]
-            mine = max(smaller, key=lambda n: int(n.split("_")[1]), default=None)
-        skipped = [n for n in renderers if n != mine]
+        width = self.config.render.width_px
+        sizes = {n: int(n.split("_", 1)[1]) for n in self.entries
+                 if n.startswith("renderer_") and n.split("_", 1)[1].isdigit()}
+        # the board's size, else the nearest smaller one (the runtime scales it up)
+        mine = max((n for n, px in sizes.items() if px <= width), key=sizes.get, default=None)
+        skipped = [n for n in sizes if n != mine]
         if skipped:
-            self._say(f"not built for this board ({self.config.render.width_px} px render): {', '.join(skipped)}")
+            self._say(f"not built for this board ({width} px render): {', '.join(skipped)}"
+                      + ("" if mine else "; no renderer of this size or smaller: the runtime cannot render here"))
         return tuple(n for n in self.entries if n not in skipped)
 
     # ---- helpers

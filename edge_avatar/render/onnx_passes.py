@@ -23,15 +23,18 @@ def export_facts(path: Path) -> dict[str, Any]:
 
 def merge_consecutive_slices(model: Any) -> Any:
     """Merge each Slice that only feeds another Slice on other axes into it (torch writes ``x[:, :, a:b, c:d]``
-    as two Slices, each a copy): exact, one pass over the data fewer."""
+    as two Slices, each a copy): exact, one pass over the data fewer.
+
+    Only Slices with all five inputs constant and non-negative axes are merged (what torch writes); a first
+    Slice whose output anything else reads (another node, or the graph's output) is kept. Chains merge into one
+    Slice, and the pass can run again on its own output."""
     from onnx import numpy_helper  # noqa: PLC0415
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    for name in [n for node in graph.node for n in node.input] + [o.name for o in graph.output]:
+        consumers[name] = consumers.get(name, 0) + 1
     producer = {o: n for n in graph.node for o in n.output}
 
     def constant(name: str) -> np.ndarray | None:
@@ -52,13 +55,16 @@ def merge_consecutive_slices(model: Any) -> Any:
         if first is None or first.op_type != "Slice" or consumers.get(first.output[0]) != 1:
             continue
         a, b = constant_args(first), constant_args(node)
-        if a is None or b is None or set(a[2].tolist()) & set(b[2].tolist()):
+        if a is None or b is None or min(a[2].min(), b[2].min()) < 0 or set(a[2].tolist()) & set(b[2].tolist()):
             continue
+        while f"merged_slice_{merged}_starts" in inits:   # unique names, also on a second pass
+            merged += 1
         tag = f"merged_slice_{merged}"
         for k, part in enumerate(("starts", "ends", "axes", "steps")):
-            joined = np.concatenate([a[k], b[k]]).astype(np.int64)
-            graph.initializer.append(numpy_helper.from_array(joined, f"{tag}_{part}"))
-            node.input[k + 1] = f"{tag}_{part}"
+            joined = numpy_helper.from_array(np.concatenate([a[k], b[k]]).astype(np.int64), f"{tag}_{part}")
+            graph.initializer.append(joined)
+            inits[joined.name] = joined                 # a third Slice of the chain reads these
+            node.input[k + 1] = joined.name
         node.input[0] = first.input[0]
         graph.node.remove(first)
         merged += 1

@@ -853,6 +853,10 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
     data = onnx_path.read_bytes()
     weights = weights_path_for(onnx_path)
     weights_entry = {"file": weights.name, "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    if size != 256:   # only the 256 px weights are committed (engines/ stays small); the others are grown again
+        weights_entry.update(committed=False, why=f"{weights.stat().st_size / 1e6:.0f} MB: not committed (engines/ "
+                             "stays under 32 MB); `edge-avatar train renderer --size 512` grows it again from the "
+                             "committed renderer_256.weights.npz")
     previous = manifest["models"].get(key, {}).get("weights", {})
     if previous.get("sha256") == weights_entry["sha256"]:   # the same weights: what was said of them still holds
         weights_entry = {**previous, **weights_entry}
@@ -865,7 +869,8 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
         "source": "trained by this project (distilled from edge_avatar.render.teacher)",
         "licence": "Apache-2.0",
         "training_command": "edge-avatar train renderer" + (" --quick" if quick else "")
-                            + (f" --size {size}" if size != 256 else ""),
+                            + (f" --size {size}" if size != 256 else "")
+                            + (" --from-scratch" if size == 512 and not record["options"].get("grow_from") else ""),
         "weights": weights_entry,
         "export": {"command": "edge-avatar train renderer --export-only" + (f" --size {size}" if size != 256 else ""),
                    "window_256": list(EXPORT_WINDOW_256), **export_facts(onnx_path)},
@@ -890,6 +895,15 @@ def export_renderer(size: int, out_dir: Path = DEFAULT_OUT_DIR) -> Path:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: train the renderer first (edge-avatar train renderer"
                                 + (f" --size {size}" if size != 256 else "") + ")")
+    manifest_path = Path(out_dir) / MANIFEST_NAME
+    entry = (json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}).get("models", {}).get(
+        f"renderer_{size}", {})
+    if "training" not in entry:
+        raise ValueError(f"{manifest_path}: no renderer_{size} entry with a training record: train it first")
+    recorded = entry.get("weights", {}).get("sha256")
+    if recorded and recorded != hashlib.sha256(weights.read_bytes()).hexdigest():
+        raise ValueError(f"{weights} is not the file {manifest_path} records (sha256 {recorded[:12]}...): its "
+                         "training record would describe other weights; train again instead")
     student = load_student(weights)
     if student.shape.size_px != size:
         raise ValueError(f"{weights} holds a {student.shape.size_px}px renderer, not {size}px")

@@ -50,7 +50,7 @@ def share_pct(before: CpuTimes | None, after: CpuTimes | None) -> dict[str, floa
     or no time passed."""
     if before is None or after is None:
         return None
-    spent = [b - a for a, b in zip(before.ticks, after.ticks)]
+    spent = [max(0, b - a) for a, b in zip(before.ticks, after.ticks)]   # iowait may go backwards (proc(5))
     total = sum(spent)
     if total <= 0:
         return None
