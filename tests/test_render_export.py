@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_avatar.render.layout import EXPORT_WINDOW_256
+from edge_avatar.render.neural import EXPORT_WINDOW_256
 from edge_avatar.render.onnx_passes import export_facts, merge_consecutive_slices, store_weights_as_float16
 
 ENGINES = Path(__file__).resolve().parent.parent / "engines"
@@ -237,3 +237,14 @@ def test_export_only_remakes_the_model_from_the_weights_and_keeps_the_training_r
     (tmp_path / "renderer_256.weights.npz").unlink()
     assert main(["train", "renderer", "--export-only", "--out", str(tmp_path)]) != 0
     assert "renderer_256.weights.npz is missing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["renderer_256", "renderer_512"])
+def test_the_recorded_teacher_data_is_what_the_code_would_render(name):
+    """The manifest's data keys hash the code that renders the teacher's frames: a change there (even a constant
+    that renders nothing) would leave the training record naming data a rerun cannot find."""
+    from edge_avatar.render.train import TrainOptions, data_specs
+
+    record = json.loads((ENGINES / "renderer.manifest.json").read_text())["models"][name]["training"]
+    specs = data_specs(TrainOptions(**record["options"]))
+    assert {n: s.key() for n, s in specs.items()} == record["data"]

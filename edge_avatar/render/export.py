@@ -55,7 +55,7 @@ from torch import nn
 from edge_avatar.motion import MOTION_FRAME_SIZE
 from edge_avatar.render import layout
 from edge_avatar.render.dataset import coarse_texels_per_unit, right_eye_rect
-from edge_avatar.render.layout import EXPORT_WINDOW_256
+from edge_avatar.render.neural import EXPORT_WINDOW_256
 from edge_avatar.render.onnx_passes import merge_consecutive_slices, store_weights_as_float16
 from edge_avatar.render.student import (
     Decoder,

@@ -81,11 +81,6 @@ COARSE_WINDOW = Rect(-1.2, 1.2, -1.52, 0.88)
 COARSE_TEXELS_PER_UNIT = 10
 
 # Texture channels: albedo RGB (0..1), height slope along u and v (dh/du, dh/dv), gloss (0..1).
-# Where the head and its chin shadow can be, at 256 px, as (row, col, size). Measured with the teacher over the
-# 108 combinations of yaw -45/0/45, pitch and roll -30/0/30 deg, jaw closed/open and cheeks flat/puffed: the head
-# covers rows 37-183 and cols 46-209, the chin's shadow rows 122-200 and cols 73-182. The exported model runs its
-# per-pixel stage only in this square (43 % of the frame); elsewhere it shows the body layer over the background.
-EXPORT_WINDOW_256 = (36, 44, 168)
 TEXTURE_CHANNELS = ("red", "green", "blue", "slope_u", "slope_v", "gloss")
 SLOPE_SCALE = 1.0   # slopes are stored as slope * SLOPE_SCALE
 

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 ENGINES_DIR = Path(__file__).resolve().parent.parent.parent / "engines"
 TRAINED_SIZES_PX = (256, 512)   # sizes with a committed model; others are upscaled from the nearest below
+# Where the head and its chin shadow can be, at 256 px, as (row, col, size). Measured with the teacher over the
+# 108 combinations of yaw -45/0/45, pitch and roll -30/0/30 deg, jaw closed/open and cheeks flat/puffed: the head
+# covers rows 37-183 and cols 46-209, the chin's shadow rows 122-200 and cols 73-182. The exported model
+# (``render.export``) runs its per-pixel stage only in this square (43 % of the frame); elsewhere it shows the body
+# layer over the background. (Not in ``layout``: that module's code keys the teacher's cached renders.)
+EXPORT_WINDOW_256 = (36, 44, 168)
 
 
 def model_path_for(size_px: int, engines_dir: str | Path | None = None) -> Path:

@@ -474,6 +474,20 @@ def _cat(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: torch.cat([a[k], b[k]], 0) for k in a}
 
 
+def data_specs(options: TrainOptions) -> dict[str, DataSpec]:
+    """The teacher data sets a run renders (or finds cached), by name: what the manifest's ``data`` keys name."""
+    size, ss = options.size_px, options.supersample
+    return {
+        "frames": DataSpec(options.frames, options.frame_seed, size, ss, frames=True),
+        "textures": DataSpec(options.textures, options.texture_seed, size, ss, frames=False),
+        "validation": DataSpec(options.val_frames, options.val_seed, size, ss, frames=True),
+        "extreme_textures": DataSpec(options.extreme_textures, options.extreme_texture_seed, size, ss, frames=False,
+                                     sampler="extremes"),
+        "extreme_frames": DataSpec(options.extreme_frames, options.extreme_frame_seed, size, ss, frames=True,
+                                   sampler="extremes"),
+    }
+
+
 def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = DEFAULT_DATA_DIR,
                    progress: Any = None) -> dict[str, Any]:
     """Render (or reuse) the data, train, export ``renderer_<S>.onnx`` and the manifest into ``out_dir``.
@@ -503,15 +517,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
 
     size = options.size_px
     root = Path(data_dir).expanduser()
-    specs = {
-        "frames": DataSpec(options.frames, options.frame_seed, size, options.supersample, frames=True),
-        "textures": DataSpec(options.textures, options.texture_seed, size, options.supersample, frames=False),
-        "validation": DataSpec(options.val_frames, options.val_seed, size, options.supersample, frames=True),
-        "extreme_textures": DataSpec(options.extreme_textures, options.extreme_texture_seed, size,
-                                     options.supersample, frames=False, sampler="extremes"),
-        "extreme_frames": DataSpec(options.extreme_frames, options.extreme_frame_seed, size, options.supersample,
-                                   frames=True, sampler="extremes"),
-    }
+    specs = data_specs(options)
     say("teacher data under " + str(root) + ": " + ", ".join(s.key() for s in specs.values()))
     data = {name: load_or_render(spec, root, options.workers, f"teacher {name}") for name, spec in specs.items()}
     render_s = time.monotonic() - started_s
@@ -840,7 +846,7 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
     ``record`` is the training run's; None keeps the one already there (a re-export of the same weights).
     """
     from edge_avatar.render.export import weights_path_for  # noqa: PLC0415
-    from edge_avatar.render.layout import EXPORT_WINDOW_256  # noqa: PLC0415
+    from edge_avatar.render.neural import EXPORT_WINDOW_256  # noqa: PLC0415
     from edge_avatar.render.onnx_passes import export_facts  # noqa: PLC0415
 
     path = out_dir / MANIFEST_NAME
