@@ -208,11 +208,13 @@ class EngineBuilder:
     def _board_models(self) -> tuple[str, ...]:
         """Every model in the manifests but the renderers of another render size than this board's (AGX Orin's
         512 px renderer is not built on a 256 px board unless named with --models)."""
+        from edge_avatar.render.neural import renderer_size_for  # noqa: PLC0415 - the runtime's own rule
+
         width = self.config.render.width_px
         sizes = {n: int(n.split("_", 1)[1]) for n in self.entries
                  if n.startswith("renderer_") and n.split("_", 1)[1].isdigit()}
-        # the board's size, else the nearest smaller one (the runtime scales it up)
-        mine = max((n for n, px in sizes.items() if px <= width), key=sizes.get, default=None)
+        size = renderer_size_for(width, sizes.values())
+        mine = None if size is None else f"renderer_{size}"
         skipped = [n for n in sizes if n != mine]
         if skipped:
             self._say(f"not built for this board ({width} px render): {', '.join(skipped)}"

@@ -60,6 +60,7 @@ from edge_avatar.render.onnx_passes import merge_consecutive_slices, store_weigh
 from edge_avatar.render.student import (
     Decoder,
     RendererStudent,
+    _place,
     eye_inputs,
     geometry_inputs,
     mouth_inputs,
@@ -97,6 +98,11 @@ def _linear_from_motion(fc: nn.Linear, rows: list[tuple[np.ndarray, np.ndarray, 
         out.weight.copy_(torch.cat(weights).float())
         out.bias.copy_(torch.cat(biases).float())
     return out
+
+
+def _selecting(fc: nn.Linear, idx: np.ndarray) -> nn.Linear:
+    """``fc`` applied to ``motion[idx]``, as a Linear reading the whole normalised frame."""
+    return _linear_from_motion(fc, [(idx, np.ones(len(idx)), None)])
 
 
 def _fold_out_channels(conv: nn.Conv2d, shuffle: int, mix: np.ndarray, gain: float = 1.0) -> nn.Conv2d:
@@ -192,25 +198,20 @@ class DeployRenderer(nn.Module):
             mouth_mix = np.zeros((5, 6))
             mouth_mix[[0, 1, 2, 4], [0, 1, 2, 5]] = 1.0
             mouth_mix[3, 3:5] = (relief_u, relief_v)
-            self.mouth = DeployDecoder(student.mouth, _linear_from_motion(student.mouth.fc1,
-                                                                          [(mouth_inputs(), np.ones(33), None)]),
+            self.mouth = DeployDecoder(student.mouth, _selecting(student.mouth.fc1, mouth_inputs()),
                                        _fold_out_channels(student.mouth.out, student.mouth.shuffle, mouth_mix),
                                        copies=1)
             coarse_mix = np.zeros((4, 5))
             coarse_mix[[0, 1, 2], [0, 1, 2]] = 1.0
             coarse_mix[3, 3:5] = (relief_u, relief_v)
-            coarse_idx = np.arange(56)
-            self.coarse = DeployDecoder(student.coarse, _linear_from_motion(student.coarse.fc1,
-                                                                            [(coarse_idx, np.ones(56), None)]),
+            self.coarse = DeployDecoder(student.coarse, _selecting(student.coarse.fc1, np.arange(56)),   # motion[:56]
                                         _fold_out_channels(student.coarse.out, student.coarse.shuffle, coarse_mix),
                                         copies=1)
             # --- geometry: the edge sharpness folded into the coverage logit
             sharp = float(student.edge_sharpness.detach())
             geo_gain = np.eye(7)
             geo_gain[2, 2] = sharp
-            geo_idx = geometry_inputs()
-            self.geo = DeployDecoder(student.geo, _linear_from_motion(student.geo.fc1,
-                                                                      [(geo_idx, np.ones(len(geo_idx)), None)]),
+            self.geo = DeployDecoder(student.geo, _selecting(student.geo.fc1, geometry_inputs()),
                                      _fold_out_channels(student.geo.out, student.geo.shuffle, geo_gain), copies=1)
             base = student.base_fields.detach().clone()
             base[:, 2] *= sharp
@@ -271,7 +272,7 @@ class DeployRenderer(nn.Module):
         for part, (r, c, h, w) in ((band, self.eye_band), (mouth, self.mouth_at)):
             under = window[:, :, r:r + h, c:c + w]
             change = part[:, 0:4] - (1.0 - part[:, 4:5]) * under                  # part over what is there
-            window = window + F.pad(change, (c, window.shape[3] - c - w, r, window.shape[2] - r - h))
+            window = window + _place(change, (r, c), self.chart_window[2:])
         w_row, w_col, w_h, w_w = self.chart_window
         st = self.static4
         column = torch.cat([st[:, :, :w_row, w_col:w_col + w_w], window, st[:, :, w_row + w_h:, w_col:w_col + w_w]], 2)

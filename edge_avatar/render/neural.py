@@ -47,6 +47,17 @@ def model_path_for(size_px: int, engines_dir: str | Path | None = None) -> Path:
     return Path(engines_dir or ENGINES_DIR) / f"renderer_{size_px}.onnx"
 
 
+def renderer_size_for(width_px: int, sizes: Any) -> int | None:
+    """The renderer a ``width_px`` frame uses among ``sizes``: its own size, else the largest smaller one (scaled
+    up); None if there is none. The runtime and ``engines build`` choose by this one rule."""
+    return max((s for s in sizes if s <= width_px), default=None)
+
+
+def sizes_on_disk(engines_dir: str | Path | None = None, also: tuple[int, ...] = ()) -> list[int]:
+    """The trained sizes (and ``also``) that have a model file in ``engines_dir``."""
+    return [s for s in sorted({*TRAINED_SIZES_PX, *also}) if model_path_for(s, engines_dir).is_file()]
+
+
 class NeuralRenderer:
     """Motion frame -> image with the student network; counts the motion values it had to repair."""
 
@@ -59,13 +70,13 @@ class NeuralRenderer:
         backend = backend or BackendConfig()
         path = Path(model_path) if model_path else model_path_for(width_px, engines_dir)
         if not path.is_file() and model_path is None:
-            smaller = [s for s in TRAINED_SIZES_PX if s <= width_px and model_path_for(s, engines_dir).is_file()]
-            if not smaller:
+            size = renderer_size_for(width_px, sizes_on_disk(engines_dir))
+            if size is None:
                 raise FileNotFoundError(f"no renderer model for {width_px}px: {path} is missing; "
                                         f"train one with: edge-avatar train renderer --size {width_px}")
             log.warning("no %dpx renderer model (%s); rendering at %dpx and scaling up -- train one with "
-                        "`edge-avatar train renderer --size %d`", width_px, path, smaller[-1], width_px)
-            path = model_path_for(smaller[-1], engines_dir)
+                        "`edge-avatar train renderer --size %d`", width_px, path, size, width_px)
+            path = model_path_for(size, engines_dir)
         name = backend.name
         if name == "tensorrt" and path.suffix == ".onnx":
             log.warning("renderer: %s is ONNX; running it in onnxruntime until an engine is built", path)
@@ -103,8 +114,7 @@ class NeuralRenderer:
             engine = {"precision": "as built", "reason": f"avatar.model_file = {model_path}"}
         else:
             width = config.render.width_px
-            sizes = [s for s in TRAINED_SIZES_PX if s <= width and model_path_for(s, engines_dir).is_file()]
-            size = width if model_path_for(width, engines_dir).is_file() or not sizes else sizes[-1]
+            size = renderer_size_for(width, sizes_on_disk(engines_dir, also=(width,))) or width
             try:
                 from edge_avatar.engines import EngineError, resolve_model  # noqa: PLC0415
 

@@ -577,7 +577,9 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / onnx_name(size)
-    save_weights(student, weights_path_for(onnx_path))   # committed: the ONNX is re-made from them (--export-only)
+    # The ONNX is made from the saved (float16) weights, not the live student: then training and --export-only
+    # write the same bytes.
+    save_weights(student, weights_path_for(onnx_path))
     export_onnx(load_student(weights_path_for(onnx_path)), onnx_path)
     record = {
         "options": asdict(options),
@@ -843,7 +845,8 @@ def int8_recipe() -> dict[str, Any]:
 def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, Any] | None) -> Path:
     """engines/renderer.manifest.json: one entry per renderer size (the engines manifest is another's).
 
-    ``record`` is the training run's; None keeps the one already there (a re-export of the same weights).
+    ``record`` is the training run's; None keeps the one already there (a re-export of the same weights:
+    ``export_renderer`` has checked that there is one).
     """
     from edge_avatar.render.export import weights_path_for  # noqa: PLC0415
     from edge_avatar.render.neural import EXPORT_WINDOW_256  # noqa: PLC0415
@@ -853,8 +856,6 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
     manifest = json.loads(path.read_text()) if path.is_file() else {"manifest_version": 1, "models": {}}
     key = f"renderer_{size}"
     if record is None:
-        if key not in manifest["models"]:
-            raise ValueError(f"{path}: no {key} entry to keep the training record of; train it first")
         record = manifest["models"][key]["training"]
     data = onnx_path.read_bytes()
     weights = weights_path_for(onnx_path)
