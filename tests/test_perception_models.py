@@ -191,8 +191,9 @@ def test_onnx_matches_upstream_tflite_on_real_images(name, real_inputs):
 # --------------------------------------------------------------------------- the PRelu rewrite
 
 
-def test_prelu_decomposition_is_bit_exact_and_layout_friendly():
-    """The rewrite conversion applies to every PRelu gives PRelu's numbers exactly, whatever the slope's sign or size.
+def test_prelu_decomposition_gives_prelu_s_numbers_and_is_layout_friendly():
+    """The rewrite conversion applies to every PRelu gives PRelu's numbers, whatever the slope's sign or size:
+    exactly where x >= 0 or the slope is 0 or 1, elsewhere to a few units in the last place of |x|.
 
     Run with graph optimizations off, so what is compared is the rewritten arithmetic itself (ONNX Runtime's
     fusions may then re-associate the sums, as they do for any graph).
@@ -230,12 +231,14 @@ def test_prelu_decomposition_is_bit_exact_and_layout_friendly():
     x[0, :, 0, 4] = np.float32(-3e-42)  # a negative subnormal
     reference = ort.InferenceSession(model(False), options).run(None, {"x": x})[0]
     rewritten = ort.InferenceSession(model(True), options).run(None, {"x": x})[0]
-    # Bit for bit, except that a zero may lose its sign (PRelu(-0) is -0, Relu(-0) + 0 is +0): equal as numbers.
-    def bits(a: np.ndarray) -> np.ndarray:
-        return np.where(a == 0, np.float32(0), a).view(np.uint32)
-
-    np.testing.assert_array_equal(bits(rewritten), bits(reference))
-    np.testing.assert_array_equal(rewritten, np.where(x >= 0, x, slope[None] * x))
+    exact = (x >= 0) | np.isin(slope[None], (0.0, 1.0)) | np.zeros_like(x, bool)
+    np.testing.assert_array_equal(rewritten[exact], reference[exact])
+    assert np.all(reference[~exact] != 0)          # the inexact places really are the negative side
+    # x + (1 - a) * (-x): the rounding of 1 - a, of the product and of the sum, each at most half an ulp of a
+    # term no larger than |x| * (1 + |1 - a|); 1e-44 for the products that fall into the subnormal range
+    bound = 1.5 * np.finfo(np.float32).eps * np.abs(x) * (1.0 + np.abs(1.0 - slope[None])) + 1e-44
+    assert np.all(np.abs(rewritten - reference) <= bound)
+    np.testing.assert_allclose(rewritten, np.where(x >= 0, x, slope[None] * x), rtol=0, atol=float(bound.max()))
 
 
 def test_a_prelu_slope_that_is_not_per_channel_keeps_its_broadcast():

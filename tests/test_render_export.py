@@ -248,3 +248,26 @@ def test_the_recorded_teacher_data_is_what_the_code_would_render(name):
     record = json.loads((ENGINES / "renderer.manifest.json").read_text())["models"][name]["training"]
     specs = data_specs(TrainOptions(**record["options"]))
     assert {n: s.key() for n, s in specs.items()} == record["data"]
+
+
+@pytest.mark.parametrize("name", ["slim", "wide"])
+def test_a_weights_file_brings_back_the_widths_it_was_trained_with(tmp_path, name):
+    """A weights file carries no separate note of the decoders' sizes: they are read from the tensors, so a file
+    of the first (wide) student and one of the slim default both load, each as itself."""
+    torch = pytest.importorskip("torch")
+    from edge_avatar.render.export import load_student, save_weights
+    from edge_avatar.render.student import WIDTHS, RendererStudent
+    from edge_avatar.render.train import initial_tensors
+
+    torch.manual_seed(3)
+    student = RendererStudent(256, **initial_tensors(256), widths=WIDTHS[name]).eval()
+    path = tmp_path / "renderer_256.weights.npz"
+    save_weights(student, path)
+    loaded = load_student(path)
+    assert loaded.widths == WIDTHS[name]
+    other = "wide" if name == "slim" else "slim"
+    assert loaded.widths != WIDTHS[other]
+    saved = student.state_dict()
+    for key, value in loaded.state_dict().items():   # every tensor back, the large ones rounded to float16
+        expected = saved[key].half().float() if saved[key].numel() >= 1024 else saved[key]
+        assert torch.equal(value, expected), key

@@ -20,9 +20,9 @@ Steps, per model:
    dependency of the package, so it lives in a separate venv:
    ``python3 -m venv /tmp/convert-venv && /tmp/convert-venv/bin/pip install tensorflow-cpu tf2onnx``;
 4. post-process with ``onnx`` (already a core dependency): give inputs and
-   outputs stable names, rewrite PRelu as Relu(x) + (-slope) * Relu(-x) with
-   the scalings as BatchNormalization (bit-exact, and the form ONNX Runtime's
-   CPU provider keeps in its fast blocked layout: see ``_decompose_prelu``),
+   outputs stable names, rewrite PRelu as x + (1 - slope) * Relu(-x) with
+   the scalings as BatchNormalization (the form ONNX Runtime's CPU provider
+   keeps in its fast blocked layout: see ``_decompose_prelu``),
    write each Pad that appends zero channels as an identity 1x1 convolution
    (``_channel_pads_as_convs``) and widen layers of 8 channels to 16 with zero
    channels (``_pad_narrow_channels``), both exact and for the same layout, store the
@@ -314,21 +314,25 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
 
 
 def _decompose_prelu(graph: Any) -> int:
-    """Rewrite PRelu(x, a) as Relu(x) + BN(Relu(BN(x; -1)); -a); returns how many were rewritten.
+    """Rewrite PRelu(x, a) as x + BN(Relu(BN(x; -1)); 1 - a); returns how many were rewritten.
 
     ``BN(t; s)`` is a BatchNormalization with scale ``s`` per channel, bias and
-    mean 0, variance 1 and epsilon 0: exactly ``s * t``. The form is bit-exact
-    (for x >= 0: x + (-a) * 0 = x; for x < 0: 0 + (-a) * (-x) = a * x, and
-    negating a float is exact) except that a zero result may lose its sign
-    (-0 becomes +0, the same number), and it is chosen for ONNX Runtime's CPU
-    provider, which keeps a network in its blocked NCHWc layout only through
-    Conv, Relu, Add and BatchNormalization (which it turns into a depthwise
-    1x1 convolution, fusing the Relu after it and the Add into it). Its PRelu
-    kernel, and a Min/Mul decomposition, leave that layout twice per
-    activation: measured on one core (Xeon @ 2.8 GHz, ORT 1.32), the face
-    mesh takes 13 ms p50 in this form, 17-19 ms as Relu + slope * Min(x, 0)
-    and 23 ms with PRelu (BENCHMARKS.md, perception). TensorRT fuses every
-    form into its convolutions.
+    mean 0, variance 1 and epsilon 0: exactly ``s * t``. For x >= 0 the result
+    is x + (1 - a) * 0 = x exactly; for x < 0 it is x + (1 - a) * (-x), which is
+    a * x up to the rounding of 1 - a and of one product and one sum (a few
+    units in the last place of |x|; the perception tests compare every model
+    with its .tflite). The form is chosen for ONNX Runtime's CPU provider,
+    which keeps a network in its blocked NCHWc layout only through Conv, Relu,
+    Add and BatchNormalization (which it turns into a depthwise 1x1
+    convolution, fusing the Relu after it and the Add into it): here both
+    scalings become such convolutions, the Relu fuses into the first and the
+    Add into the second, and nothing else runs. Measured on one core (Xeon @
+    2.8 GHz, ORT 1.32), the face mesh's PRelus cost: as PRelu 23 ms p50 for
+    the model, as Relu + slope * Min(x, 0) 17-19 ms, as Relu(x) + BN(Relu(BN(x;
+    -1)); -a) (bit-exact, the form until session 6, which leaves a Relu of
+    its own because x feeds two nodes) 13 ms, in this form about 9 % less
+    (BENCHMARKS.md, perception). TensorRT fuses every form into its
+    convolutions.
     """
     from onnx import helper, numpy_helper  # noqa: PLC0415
 
@@ -370,14 +374,13 @@ def _decompose_prelu(graph: Any) -> int:
         zero = constant(f"prelu_zero_{channels}", np.zeros(channels))
         one = constant(f"prelu_one_{channels}", np.ones(channels))
         minus_one = constant(f"prelu_minus_one_{channels}", -np.ones(channels))
-        minus_slope = constant(y + "_minus_slope", -slope)
+        one_minus_slope = constant(y + "_one_minus_slope", 1.0 - slope)
         new_nodes += [
-            helper.make_node("Relu", [x], [y + "_pos"]),
             helper.make_node("BatchNormalization", [x, minus_one, zero, zero, one], [y + "_negated"], epsilon=0.0),
             helper.make_node("Relu", [y + "_negated"], [y + "_neg_magnitude"]),
-            helper.make_node("BatchNormalization", [y + "_neg_magnitude", minus_slope, zero, zero, one],
-                             [y + "_neg"], epsilon=0.0),
-            helper.make_node("Add", [y + "_pos", y + "_neg"], [y]),
+            helper.make_node("BatchNormalization", [y + "_neg_magnitude", one_minus_slope, zero, zero, one],
+                             [y + "_correction"], epsilon=0.0),
+            helper.make_node("Add", [x, y + "_correction"], [y]),
         ]
         count += 1
     if count:
@@ -762,8 +765,8 @@ def convert_all(options: ConvertOptions) -> dict[str, Any]:
                 "conversion": {"tool": f"tf2onnx {versions['tf2onnx']} (tensorflow {versions['tensorflow']})",
                                "args": f"--tflite {tflite.name} --opset {options.opset}",
                                "postprocess": "I/O renamed, batch fixed to 1, internal names canonicalised, "
-                                              "PRelu -> Relu(x) + BN(Relu(BN(x; -1)); -slope) (bit-exact, stays "
-                                              "in ORT's NCHWc layout), zero-channel Pads as identity 1x1 convs, "
+                                              "PRelu -> x + BN(Relu(BN(x; -1)); 1 - slope) (stays in ORT's "
+                                              "NCHWc layout), zero-channel Pads as identity 1x1 convs, "
                                               "runs of layers with fewer channels "
                                               f"than a multiple of {CHANNEL_MULTIPLE} widened with zero "
                                               "channels (bit-exact), exact float16 weights stored as "

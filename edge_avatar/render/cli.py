@@ -53,6 +53,8 @@ def add_subcommands(subparsers: Any) -> None:
                    help="512 px: train from scratch (about three hours here) instead of growing the 256 px student")
     p.add_argument("--export-only", action="store_true",
                    help="no training: re-make renderer_<size>.onnx from the committed renderer_<size>.weights.npz")
+    p.add_argument("--widths", default="slim", choices=("slim", "wide"),
+                   help="the decoders' sizes when training from scratch (a grown student keeps the smaller one's)")
     p.set_defaults(func=cmd_train_renderer)
 
     evaluate = subcommand_group(subparsers, "eval", "evaluate a model against its reference (renderer, ...)")
@@ -91,7 +93,7 @@ def cmd_train_renderer(args: argparse.Namespace) -> int:
             options = replace(quick, size_px=512, epochs=0, grow_from=options.grow_from)
     else:
         options = TrainOptions.quick() if args.quick else TrainOptions()
-    options = replace(options, size_px=args.size, workers=max(1, args.workers))
+    options = replace(options, size_px=args.size, workers=max(1, args.workers), widths=args.widths)
     if args.epochs is not None:
         options = replace(options, epochs=max(1, args.epochs))
     out = Path(args.out) if args.out else DEFAULT_OUT_DIR

@@ -64,6 +64,7 @@ from edge_avatar.render.student import (
     eye_inputs,
     geometry_inputs,
     mouth_inputs,
+    widths_from_state,
 )
 
 OPSET = 17
@@ -337,10 +338,14 @@ def load_student(path: Path) -> RendererStudent:
     if missing:
         raise ValueError(f"{path}: renderer weights lack {', '.join(missing)}")
     size = int(state["body"].shape[-1])
+    try:
+        widths = widths_from_state(state)
+    except KeyError as exc:
+        raise ValueError(f"{path}: renderer weights lack {exc.args[0]}") from exc
     student = RendererStudent(size, static_texture=state["static_texture"][0].numpy(),
                               body_rgba=state["body"][0].numpy(), base_fields=state["base_fields"][0].numpy(),
                               eyeball=state["eye_ball"][0].numpy(), eye_opening=state["eye_opening"][0].numpy(),
-                              gaze_weight=state["eye_gaze.weight"].numpy())
+                              gaze_weight=state["eye_gaze.weight"].numpy(), widths=widths)
     try:
         student.load_state_dict(state)
     except RuntimeError as exc:

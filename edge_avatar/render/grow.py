@@ -69,7 +69,7 @@ def grow_student(small: RendererStudent, small_init: dict[str, np.ndarray], larg
     """
     if size_px % small.shape.size_px:
         raise ValueError(f"a {size_px}px student cannot grow from a {small.shape.size_px}px one")
-    large = RendererStudent(size_px, **large_init)
+    large = RendererStudent(size_px, **large_init, widths=small.widths)
     state = {k: v.clone() for k, v in large.state_dict().items()}
     small_state = small.state_dict()
     init_names = {"static_texture": "static_texture", "body": "body_rgba", "base_fields": "base_fields",

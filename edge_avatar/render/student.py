@@ -114,6 +114,48 @@ def mouth_inputs() -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class DecoderWidth:
+    """One decoder's widths: the MLP's hidden units and the channels of its three grid stages."""
+
+    hidden: int
+    chans: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class StudentWidths:
+    """The four decoders' widths. The per-pixel stage's cost is fixed by the frame; these set the rest."""
+
+    eye: DecoderWidth
+    mouth: DecoderWidth
+    coarse: DecoderWidth
+    geo: DecoderWidth
+
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        return {name: {"hidden": w.hidden, "chans": list(w.chans)}
+                for name, w in (("eye", self.eye), ("mouth", self.mouth), ("coarse", self.coarse), ("geo", self.geo))}
+
+
+# The first trained student (32.4 dB, 2.7 M parameters). Its decoders' convolutions were a third of the
+# frame's cost in ONNX Runtime on the 2-core box.
+WIDE = StudentWidths(eye=DecoderWidth(96, (48, 32, 24)), mouth=DecoderWidth(128, (48, 40, 24)),
+                     coarse=DecoderWidth(64, (32, 24, 16)), geo=DecoderWidth(128, (48, 32, 24)))
+# The default since session 6: the mouth, coarse and geometry decoders at about half the convolution work, the
+# eye decoder (the finest detail) a little slimmer; with the same per-pixel stage, about 20 % less per frame.
+SLIM = StudentWidths(eye=DecoderWidth(96, (32, 24, 16)), mouth=DecoderWidth(96, (32, 16, 16)),
+                     coarse=DecoderWidth(64, (16, 16, 8)), geo=DecoderWidth(96, (32, 16, 16)))
+WIDTHS = {"wide": WIDE, "slim": SLIM}
+
+
+def widths_from_state(state: dict[str, object]) -> StudentWidths:
+    """The widths a saved state dict was trained with, read from its tensors' shapes."""
+    def one(prefix: str) -> DecoderWidth:
+        fc1, conv1, conv2 = (state[f"{prefix}.{n}.weight"] for n in ("fc1", "conv1", "conv2"))
+        first = conv1.shape[1] - (2 if prefix == "geo" else 0)    # the geometry decoder also sees coordinates
+        return DecoderWidth(int(fc1.shape[0]), (int(first), int(conv1.shape[0]), int(conv2.shape[0])))
+    return StudentWidths(eye=one("eye"), mouth=one("mouth"), coarse=one("coarse"), geo=one("geo"))
+
+
+@dataclass(frozen=True)
 class StudentShape:
     """Sizes of everything, derived from the frame size (256 or 512)."""
 
@@ -201,13 +243,14 @@ class RendererStudent(nn.Module):
     """Motion (B, 64) -> premultiplied RGBA (B, 4, S, S) and the intermediate fields (see the docstring)."""
 
     def __init__(self, size_px: int, static_texture: np.ndarray, body_rgba: np.ndarray, base_fields: np.ndarray,
-                 eyeball: np.ndarray, eye_opening: np.ndarray, gaze_weight: np.ndarray):
+                 eyeball: np.ndarray, eye_opening: np.ndarray, gaze_weight: np.ndarray, widths: StudentWidths = SLIM):
         """The starting point (``train.initial_tensors``): static chart (5, Ht, Wt), body layer (4, S, S), geometry
         base fields (7, S/4, S/4), eyeball layers (2, 5, He, We: the left eye, the right one mirrored), eye
         opening logits at rest (1, h, w) of the eye patch, and the gaze's iris shift per eye input (2, 15) in
-        chart units."""
+        chart units. ``widths``: the decoders' sizes (``SLIM``, or ``WIDE`` for the first trained student)."""
         super().__init__()
         self.shape = StudentShape(size_px)
+        self.widths = widths
         sh = self.shape
         k = size_px // 256
         self.register_buffer("scale", torch.from_numpy(motion_scale()).view(1, -1), persistent=False)
@@ -228,22 +271,23 @@ class RendererStudent(nn.Module):
 
         # The eye decoder is shared by both eyes (the right one painted mirrored), told which side it paints:
         # the fringe makes their surroundings differ.
-        self.eye = Decoder(idx.shape[1] + 1, eye_hw, EYE_CHANNELS, (48, 32, 24), hidden=96, shuffle=2 * k,
-                           leaky=0.1)
+        self.eye = Decoder(idx.shape[1] + 1, eye_hw, EYE_CHANNELS, widths.eye.chans, hidden=widths.eye.hidden,
+                           shuffle=2 * k, leaky=0.1)
         self.eye_ball = nn.Parameter(torch.from_numpy(eyeball.astype(np.float32)).unsqueeze(0))   # (1, 2, 5, He, We)
         self.eye_opening = nn.Parameter(torch.from_numpy(eye_opening.astype(np.float32)).unsqueeze(0))  # (1, 1, h, w)
         self.eye_gaze = nn.Linear(idx.shape[1] + 1, 2)                             # eye inputs -> iris shift (u, v)
         with torch.no_grad():
             self.eye_gaze.weight.copy_(torch.from_numpy(gaze_weight.astype(np.float32)))
             self.eye_gaze.bias.zero_()
-        self.mouth = Decoder(len(mouth_inputs()), sh.patch_hw(layout.MOUTH_PATCH), PAINT_CHANNELS, (48, 40, 24),
-                             hidden=128, shuffle=2 * k, leaky=0.1)
-        self.coarse = Decoder(56, sh.coarse_hw, PATCH_CHANNELS, (32, 24, 16), hidden=64, shuffle=2 * k, leaky=0.1)
+        self.mouth = Decoder(len(mouth_inputs()), sh.patch_hw(layout.MOUTH_PATCH), PAINT_CHANNELS, widths.mouth.chans,
+                             hidden=widths.mouth.hidden, shuffle=2 * k, leaky=0.1)
+        self.coarse = Decoder(56, sh.coarse_hw, PATCH_CHANNELS, widths.coarse.chans, hidden=widths.coarse.hidden,
+                              shuffle=2 * k, leaky=0.1)
         for decoder, channels in ((self.eye, EYE_CHANNELS), (self.mouth, PAINT_CHANNELS)):
             with torch.no_grad():   # coverage starts near 0: the static chart (and the eyeball) show through
                 decoder.out.bias.view(channels, -1)[5].fill_(-4.0)
-        self.geo = Decoder(len(geometry_inputs()), sh.geo_hw, GEO_FIELDS, (48, 32, 24), hidden=128, shuffle=2 * k,
-                           coords=True)
+        self.geo = Decoder(len(geometry_inputs()), sh.geo_hw, GEO_FIELDS, widths.geo.chans, hidden=widths.geo.hidden,
+                           shuffle=2 * k, coords=True)
         # Relief = a learned mix of the two slopes (starts as the key light's direction in the chart).
         self.relief = nn.Parameter(torch.tensor([[0.45], [-0.55]]).view(1, 2, 1, 1))
         self.shader1 = nn.Conv2d(1 + LIGHT_FEATURES, 16, 1)

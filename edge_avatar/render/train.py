@@ -102,6 +102,9 @@ class TrainOptions:
     eye_phase_partial_share: float = 0.3    # ... half closed (0.2-0.75); the rest open, at every gaze
     # start from a trained smaller student (its weights file, ``grow``) instead of from scratch: no phase 1
     grow_from: str = ""
+    # the decoders' sizes (student.WIDTHS): "slim" (the default) or "wide" (the first trained student's);
+    # a grown student keeps the smaller one's
+    widths: str = "slim"
 
     @staticmethod
     def grown_512() -> "TrainOptions":
@@ -503,7 +506,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
     from edge_avatar.render.dataset import code_fingerprint  # noqa: PLC0415
     from edge_avatar.render.export import export_onnx, load_student, save_weights, weights_path_for  # noqa: PLC0415
     from edge_avatar.render.grow import describe as grow_describe  # noqa: PLC0415
-    from edge_avatar.render.student import RendererStudent  # noqa: PLC0415
+    from edge_avatar.render.student import WIDTHS, RendererStudent  # noqa: PLC0415
 
     say = progress or (lambda msg: log.info("%s", msg))
     if torch.__version__.split("+")[0] != PINNED_TORCH:
@@ -533,7 +536,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
         student = grow_student(small, initial_tensors(small.shape.size_px), initial_tensors(size), size)
         student.train()
     else:
-        student = RendererStudent(size, **initial_tensors(size))
+        student = RendererStudent(size, **initial_tensors(size), widths=WIDTHS[options.widths])
     n_params = sum(p.numel() for p in student.parameters())
     say(f"student: {n_params / 1e6:.2f} M parameters")
     kernel = _gauss_1d(torch)
@@ -589,6 +592,7 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
         "steps": {"phase1": len(history) and history[-1]["step"], "textures": options.texture_phase_steps,
                   "phase2": options.finetune_steps, "eyes": options.eye_phase_steps},
         "parameters": n_params,
+        "widths": student.widths.as_dict(),
         "history": {"phase1": history, "textures": history_tex, "phase2": history2, "eyes": history3},
         "val_psnr_db_ss2": {"phase1": round(val_phase1, 3), "phase2": round(val_phase2, 3),
                             "final": round(validate(student, val, bg), 3)},
