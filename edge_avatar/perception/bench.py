@@ -8,8 +8,11 @@ visitor shifting in front of a kiosk, 30 fps media timestamps, so the
 tracker runs as it does live (detection every ``redetect_interval_frames``,
 landmark-ROI tracking in between, palm detection every
 ``hand_detect_interval_frames``). Warm-up frames are not timed; p50/p95 come
-from ``backends.summarize_ms``. fp32 only for now (INT8 arrives with the
-engine build step). One backend per run; ONNX Runtime threads are reported.
+from ``backends.summarize_ms``. fp32 at the board's threads and at two, then
+the models as ``edge-avatar engines build`` chose them on this machine (its
+INT8 builds where they passed verification and were faster); when it chose
+fp32 for every model, that run would repeat the first and is not made, and
+the choices with their reasons say why. ONNX Runtime threads are reported.
 """
 
 from __future__ import annotations
@@ -110,12 +113,22 @@ def bench_perception(quick: bool = False) -> dict[str, Any]:
         finally:
             stage.close()
     board_key = f"intra_op_threads={config.backend.intra_op_threads or 1}"
+    stage = VisionPerception(config.perception, config.backend, root=config)   # the engine build's choices
+    try:
+        choices = dict(stage.models.choices)
+        if any(c["precision"] != "fp32" for c in choices.values()):
+            runs["as_built"] = run_sequence(stage, frames, warmup)
+        else:
+            runs["as_built"] = f"the same models as {board_key}: the engine build chose fp32 for every one"
+    finally:
+        stage.close()
     p50 = runs[board_key]["per_frame_ms"]["p50_ms"]
     return {
         "frame": f"{FRAME_W}x{FRAME_H}",
         "sequence": "skimage astronaut composited on skimage coffee, moved +-120 px, +-8 deg, scale 0.65-0.85",
         "backend": config.backend.name,
-        "precision": "fp32",
+        "precision": "fp32 (runs by threads); as_built: the engine build's choice per model",
+        "engine_choices": {name: {"precision": c["precision"], "reason": c["reason"]} for name, c in choices.items()},
         "board_config": "x86-cpu",
         "redetect_interval_frames": config.perception.redetect_interval_frames,
         "hand_detect_interval_frames": config.perception.hand_detect_interval_frames,
