@@ -515,3 +515,30 @@ def test_a_board_builds_the_renderer_of_its_own_render_size_only(tmp_path: Path)
     assert any("not built for this board (64 px render): renderer_4, renderer_128" in s for s in said), said
     named = build_engines(config, BuildOptions(**{**FAST.__dict__, "models": ("renderer_128",)}))
     assert [r.name for r in named] == ["renderer_128"] and named[0].ok, named[0].errors
+
+
+def test_a_model_whose_onnx_changed_is_timed_again_even_without_int8_builds(setup, monkeypatch) -> None:
+    """A model that is only ever fp32 (no artifact to rebuild) still gets a new timing, and so a reason that
+    speaks of the file in use, when its ONNX is not the one the recorded timing was made with."""
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    options = BuildOptions(calibration=FAST.calibration, bench_warmup=1, bench_iterations=3, int8_mode="none")
+    build_engines(config, options)
+    manifest = _manifest(config)
+    record = manifest.data["models"]["renderer_4"]
+    assert record["choice"]["precision"] == "fp32" and not record.get("artifacts")
+    assert record["bench"]["onnx_sha256"] == record["source"]["sha256"]
+
+    lines: list[str] = []
+    build_engines(config, options, lines.append)                        # unchanged: the timing is kept
+    assert not any("renderer_4: bench" in line for line in lines)
+
+    record["bench"]["onnx_sha256"] = "0" * 64                            # timed with another file
+    record["bench"]["timings_ms"]["onnxruntime:fp32"]["p50_ms"] = 99.0
+    manifest.save()
+    lines.clear()
+    build_engines(config, options, lines.append)
+    assert any("renderer_4: bench" in line for line in lines)
+    record = _manifest(config).data["models"]["renderer_4"]
+    assert record["bench"]["onnx_sha256"] == record["source"]["sha256"]
+    assert "99.00" not in record["choice"]["reason"] and "p50 2.00 ms" in record["choice"]["reason"]

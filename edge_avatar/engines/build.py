@@ -423,7 +423,7 @@ class EngineBuilder:
         self.say(index, entry, "bench (" + f"{threads} thread{'s' if threads != 1 else ''}): " + ", ".join(
             f"{i} p50 {t['p50_ms']:.2f} ms p95 {t['p95_ms']:.2f} ms" for i, t in timings.items()))
         return {"timings_ms": timings, "threads": threads, "iterations": self.options.bench_iterations,
-                "measured_utc": cache_mod.utc_now()}
+                "onnx_sha256": entry.sha256, "measured_utc": cache_mod.utc_now()}
 
     def _bench_feeds(self, entry: ModelEntry, runner: Any) -> dict[str, np.ndarray]:
         with contextlib.suppress(CalibrationError):
@@ -529,7 +529,8 @@ class EngineBuilder:
             unverified = {i for i, a in artifacts.items() if "verify" not in a}
             if changed | unverified:
                 self._verify(index, entry, artifacts, changed | unverified)
-            if changed or unverified or "bench" not in record or self.options.force:
+            benched_file = record.get("bench", {}).get("onnx_sha256")
+            if changed or unverified or benched_file != entry.sha256 or self.options.force:
                 record["bench"] = self._bench(index, entry, artifacts)
             record["choice"] = self._choose(entry, record, policy)
         except (EngineError, OSError) as exc:
