@@ -542,3 +542,19 @@ def test_a_model_whose_onnx_changed_is_timed_again_even_without_int8_builds(setu
     record = _manifest(config).data["models"]["renderer_4"]
     assert record["bench"]["onnx_sha256"] == record["source"]["sha256"]
     assert "99.00" not in record["choice"]["reason"] and "p50 2.00 ms" in record["choice"]["reason"]
+
+
+def test_an_fp32_choice_made_for_another_file_says_so_until_the_next_build(setup, monkeypatch) -> None:
+    engines, cache, config = setup
+    _fast_int8(monkeypatch)
+    options = BuildOptions(calibration=FAST.calibration, bench_warmup=1, bench_iterations=3, int8_mode="none")
+    build_engines(config, options)
+    assert "changed since the engine build" not in resolve_model("renderer_4", config).reason
+    manifest = _manifest(config)
+    manifest.data["models"]["renderer_4"]["choice"]["onnx_sha256"] = "1" * 64     # chosen for another file
+    manifest.save()
+    resolved = resolve_model("renderer_4", config)
+    assert resolved.precision == "fp32" and "changed since the engine build" in resolved.reason
+    assert "engines build" in resolved.reason
+    build_engines(config, options)
+    assert "changed since the engine build" not in resolve_model("renderer_4", config).reason

@@ -36,3 +36,15 @@ def test_the_renderer_benchmark_is_registered():
     assert "edge_avatar.render.bench" in BENCH_MODULES
     importlib.import_module("edge_avatar.render.bench")
     assert "renderer" in BENCHMARKS
+
+
+def test_widths_are_for_a_student_trained_from_scratch(capsys):
+    """A grown 512 px student keeps the 256 px one's decoders: asking for other widths is refused, by name,
+    before anything is rendered or trained."""
+    parser = build_parser()
+    assert parser.parse_args(["train", "renderer"]).widths is None
+    assert parser.parse_args(["train", "renderer", "--widths", "wide"]).widths == "wide"
+    args = parser.parse_args(["train", "renderer", "--size", "512", "--widths", "wide"])
+    assert cmd_train_renderer(args) != 0
+    out = capsys.readouterr().out
+    assert "--widths" in out and "renderer_256.weights.npz" in out

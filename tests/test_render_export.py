@@ -207,6 +207,14 @@ def test_a_bad_weights_file_is_refused_by_name(tmp_path):
     np.savez(partial, body=np.zeros((1, 4, 256, 256), np.float32))
     with pytest.raises(ValueError, match="partial.weights.npz: renderer weights lack static_texture"):
         load_student(partial)
+    # every tensor there, one decoder layer of the wrong rank: refused by name, not an IndexError
+    with np.load(ENGINES / MANIFEST["weights"]["file"]) as z:
+        arrays = {name: z[name] for name in z.files}
+    arrays["mouth.conv1.weight"] = arrays["mouth.conv1.weight"].reshape(-1)
+    bent = tmp_path / "bent.weights.npz"
+    np.savez(bent, **arrays)
+    with pytest.raises(ValueError, match="bent.weights.npz"):
+        load_student(bent)
 
 
 def test_export_only_remakes_the_model_from_the_weights_and_keeps_the_training_record(tmp_path, capsys):

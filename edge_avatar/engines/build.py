@@ -529,10 +529,15 @@ class EngineBuilder:
             unverified = {i for i, a in artifacts.items() if "verify" not in a}
             if changed | unverified:
                 self._verify(index, entry, artifacts, changed | unverified)
+            # only builds of this ONNX for this machine are timed and chosen (a failed rebuild keeps the old
+            # artifact on disk, but it is not a candidate)
+            current = {i: a for i, a in artifacts.items()
+                       if check_artifact(self.manifest, a, self.key(entry, Target(a["backend"], a["precision"]),
+                                                                    entry.sha256)) is None}
             benched_file = record.get("bench", {}).get("onnx_sha256")
             if changed or unverified or benched_file != entry.sha256 or self.options.force:
-                record["bench"] = self._bench(index, entry, artifacts)
-            record["choice"] = self._choose(entry, record, policy)
+                record["bench"] = self._bench(index, entry, current)
+            record["choice"] = self._choose(entry, {**record, "artifacts": current}, policy)
         except (EngineError, OSError) as exc:
             report.ok = False
             report.errors.append(f"verify/bench: {exc}")

@@ -84,6 +84,9 @@ def resolve_model(name: str, config: Any) -> ResolvedModel:
         return fp32(f"no engine build recorded for board {board.name} in {cache_dir}; "
                     "run `edge-avatar engines build` (fp32 until then)")
     if choice.get("precision") == "fp32" and choice.get("backend") == "onnxruntime":
+        if choice.get("onnx_sha256") not in (None, entry.sha256):
+            return fp32(f"{entry.path.name} changed since the engine build (manifest sha256 {entry.sha256[:12]}, "
+                        f"chosen for {choice['onnx_sha256'][:12]}); run `edge-avatar engines build`")
         return fp32(choice.get("reason", "fp32 chosen"))
     record = manifest.artifact(name, choice.get("artifact", ""))
     if record is None:

@@ -320,7 +320,8 @@ def _decompose_prelu(graph: Any) -> int:
     mean 0, variance 1 and epsilon 0: exactly ``s * t``. For x >= 0 the result
     is x + (1 - a) * 0 = x exactly; for x < 0 it is x + (1 - a) * (-x), which is
     a * x up to the rounding of 1 - a and of one product and one sum (a few
-    units in the last place of |x|; the perception tests compare every model
+    units in the last place of |x|, for finite x: an infinite input gives
+    NaN, where PRelu gives a * x; the perception tests compare every model
     with its .tflite). The form is chosen for ONNX Runtime's CPU provider,
     which keeps a network in its blocked NCHWc layout only through Conv, Relu,
     Add and BatchNormalization (which it turns into a depthwise 1x1

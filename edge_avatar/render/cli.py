@@ -53,8 +53,9 @@ def add_subcommands(subparsers: Any) -> None:
                    help="512 px: train from scratch (about three hours here) instead of growing the 256 px student")
     p.add_argument("--export-only", action="store_true",
                    help="no training: re-make renderer_<size>.onnx from the committed renderer_<size>.weights.npz")
-    p.add_argument("--widths", default="slim", choices=("slim", "wide"),
-                   help="the decoders' sizes when training from scratch (a grown student keeps the smaller one's)")
+    p.add_argument("--widths", default=None, choices=("slim", "wide"),
+                   help="the decoders' sizes when training from scratch (default slim; a grown student keeps the "
+                        "smaller one's)")
     p.set_defaults(func=cmd_train_renderer)
 
     evaluate = subcommand_group(subparsers, "eval", "evaluate a model against its reference (renderer, ...)")
@@ -93,7 +94,13 @@ def cmd_train_renderer(args: argparse.Namespace) -> int:
             options = replace(quick, size_px=512, epochs=0, grow_from=options.grow_from)
     else:
         options = TrainOptions.quick() if args.quick else TrainOptions()
-    options = replace(options, size_px=args.size, workers=max(1, args.workers), widths=args.widths)
+    options = replace(options, size_px=args.size, workers=max(1, args.workers))
+    if args.widths:
+        if options.grow_from:
+            print(f"error: --widths: a grown {args.size}px student keeps the widths of {options.grow_from}; "
+                  "train from scratch (--from-scratch) to choose them")
+            return EXIT_FAILED
+        options = replace(options, widths=args.widths)
     if args.epochs is not None:
         options = replace(options, epochs=max(1, args.epochs))
     out = Path(args.out) if args.out else DEFAULT_OUT_DIR

@@ -21,8 +21,8 @@ with the constants folded:
   (one concatenation), not the constant chart plus a zero-padded residual;
 - the geometry decoder's coordinate channels are constant, so their share
   of each convolution is a constant map added after it (the convolutions
-  then read 48 and 32 channels, which ONNX Runtime runs in its blocked
-  layout);
+  then read multiples of 16 channels, 32 and 16 for the slim student, which
+  ONNX Runtime runs in its blocked layout);
 - the edge sharpness, the 0..255 scaling and the rounding offset are folded
   into the geometry decoder's coverage channel, the shader's last layer and
   the body layer; the frame is cast to uint8 before the transpose to HWC.
@@ -342,13 +342,15 @@ def load_student(path: Path) -> RendererStudent:
         widths = widths_from_state(state)
     except KeyError as exc:
         raise ValueError(f"{path}: renderer weights lack {exc.args[0]}") from exc
-    student = RendererStudent(size, static_texture=state["static_texture"][0].numpy(),
-                              body_rgba=state["body"][0].numpy(), base_fields=state["base_fields"][0].numpy(),
-                              eyeball=state["eye_ball"][0].numpy(), eye_opening=state["eye_opening"][0].numpy(),
-                              gaze_weight=state["eye_gaze.weight"].numpy(), widths=widths)
+    except IndexError as exc:
+        raise ValueError(f"{path}: a decoder's weights have the wrong shape ({exc})") from exc
     try:
+        student = RendererStudent(size, static_texture=state["static_texture"][0].numpy(),
+                                  body_rgba=state["body"][0].numpy(), base_fields=state["base_fields"][0].numpy(),
+                                  eyeball=state["eye_ball"][0].numpy(), eye_opening=state["eye_opening"][0].numpy(),
+                                  gaze_weight=state["eye_gaze.weight"].numpy(), widths=widths)
         student.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, IndexError) as exc:
         raise ValueError(f"{path}: weights do not fit a {size}px renderer student: {exc}") from exc
     return student.eval()
 

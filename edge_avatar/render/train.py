@@ -35,7 +35,7 @@ import logging
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -533,6 +533,10 @@ def train_renderer(options: TrainOptions, out_dir: Path, data_dir: str | Path = 
                               DEFAULT_OUT_DIR / small_path)
         small = load_student(small_path)
         say(f"student: grown from {small_path} ({small.shape.size_px}px)")
+        grown_widths = next((name for name, w in WIDTHS.items() if w == small.widths), "custom")
+        if grown_widths != options.widths:
+            say(f"student: keeps the {grown_widths} widths of {small_path.name} (not {options.widths})")
+            options = replace(options, widths=grown_widths)
         student = grow_student(small, initial_tensors(small.shape.size_px), initial_tensors(size), size)
         student.train()
     else:
@@ -882,7 +886,10 @@ def write_manifest(out_dir: Path, size: int, onnx_path: Path, record: dict[str, 
         "licence": "Apache-2.0",
         "training_command": "edge-avatar train renderer" + (" --quick" if quick else "")
                             + (f" --size {size}" if size != 256 else "")
-                            + (" --from-scratch" if size == 512 and not record["options"].get("grow_from") else ""),
+                            + (" --from-scratch" if size == 512 and not record["options"].get("grow_from") else "")
+                            + (f" --widths {record['options']['widths']}"
+                               if record["options"].get("widths", "slim") != "slim"
+                               and not record["options"].get("grow_from") else ""),
         "weights": weights_entry,
         "export": {"command": "edge-avatar train renderer --export-only" + (f" --size {size}" if size != 256 else ""),
                    "window_256": list(EXPORT_WINDOW_256), **export_facts(onnx_path)},
