@@ -115,6 +115,8 @@ def test_bench_runs_quick_and_labels_every_projection():
     doc = result["benchmarks"]["projection"]
     json.dumps(doc)                                    # one JSON document
     assert {"user", "idle", "steal"} <= set(doc["machine_cpu_pct"])   # the machine while it ran
+    speed = doc["machine_speed"]                                       # and how fast it was then
+    assert speed["probe_ms_before"] > 0 and speed["probe_ms_after"] > 0 and "1 thread" in speed["probe"]
     assert doc["kind"] == projection.KIND == "projection (not measured on a device)"
     for key in ("formula", "devices_published", "assumptions", "models", "per_tick", "listening", "cpu_timing"):
         assert key in doc

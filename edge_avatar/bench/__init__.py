@@ -10,11 +10,14 @@ live here, never in timed unit tests.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import platform
 from typing import Any, Callable
 
 from edge_avatar import __version__
+
+log = logging.getLogger(__name__)
 
 # Modules that register benchmarks when imported; each capability adds its own here.
 BENCH_MODULES: tuple[str, ...] = (
@@ -75,15 +78,24 @@ def run_benchmarks(names: list[str] | None, quick: bool = False,
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"machine": machine_info(), "generated_utc": generated, "quick": quick,
                                "benchmarks": {}}
+    from edge_avatar.bench.speed_probe import SpeedProbe, speed_record  # noqa: PLC0415
     from edge_avatar.runtime.cpu_share import CpuTimes, share_pct  # noqa: PLC0415
 
+    try:
+        probe: SpeedProbe | None = SpeedProbe()
+    except Exception as exc:  # noqa: BLE001 - the figures still count without the yardstick; say why
+        log.warning("bench: no speed probe (%s)", exc)
+        probe = None
     for name in selected:
         if progress:
             progress(f"bench {name}: {BENCHMARKS[name][1]}")
+        speed_before = probe.measure() if probe else None
         before = CpuTimes.read()
         result = BENCHMARKS[name][0](quick)
-        # the machine while it ran: on a VM, "steal" (vCPU time the hypervisor took) slows every figure; first,
-        # so that the Markdown block (which cuts a long result) always shows it
+        # the machine while it ran: on a VM, "steal" (vCPU time the hypervisor took) slows every figure, and the
+        # same VM has slower and faster minutes with no steal at all (the probe); first, so that the Markdown
+        # block (which cuts a long result) always shows them
         cpu = result.pop("machine_cpu_pct", None) or share_pct(before, CpuTimes.read())
-        results["benchmarks"][name] = {"machine_cpu_pct": cpu, **result}
+        speed = speed_record(speed_before, probe.measure() if probe else None)
+        results["benchmarks"][name] = {"machine_cpu_pct": cpu, "machine_speed": speed, **result}
     return results
