@@ -1,17 +1,20 @@
 """How fast the machine is right now: one fixed small network timed before and after each benchmark.
 
-Why this module exists: on the 2-core development VM the same model takes a
-third longer in some minutes than in others, with no steal and nothing else
-running (BENCHMARKS.md: the face mesh at 7.3 ms in one minute and 10.4 ms a
-few minutes later; the renderer at 8.7 and 11.5 ms). ``machine_cpu_pct``
-cannot show that (the CPU is busy either way, only slower), so each figure
-could come from a fast or a slow minute and nobody could tell. The probe is
+Why this module exists: on the 2-core development VM the same model takes up
+to half again as long at some moments as at others, with no steal and
+nothing else running (measured over 75 s, one model after another: the
+renderer 8.1-13.2 ms, the face mesh 7.1-10.5 ms). ``machine_cpu_pct``
+cannot show that (the CPU is busy either way, only slower), so a figure
+could come from a fast or a slow stretch and nobody could tell. The probe is
 a fixed convolution network shaped like the project's models (a 3x3
 convolution, a pointwise one, a depthwise one, a pointwise one, on a 64x64
 map of 32 channels; about 57 M multiply-adds, fixed weights), run in ONNX
-Runtime on one thread: its p50 next to a benchmark's figures says which
-kind of minute they came from. It is a yardstick for this machine over
-time, not a score to compare machines by.
+Runtime on one thread, before and after each benchmark. It is a rough
+yardstick: over those 75 s its time correlated 0.57-0.68 with the
+renderer's and 0.39-0.47 with the face mesh's (the two models 0.54-0.67
+with each other), so a probe well above its usual value marks a slow
+stretch, not a correction factor. It compares this machine with itself over
+time, not machines with each other.
 """
 
 from __future__ import annotations
