@@ -425,6 +425,19 @@ class EngineBuilder:
         return {"timings_ms": timings, "threads": threads, "iterations": self.options.bench_iterations,
                 "onnx_sha256": entry.sha256, "measured_utc": cache_mod.utc_now()}
 
+    def _current_artifacts(self, entry: ModelEntry, artifacts: dict[str, dict[str, Any]],
+                           onnx_sha: str) -> dict[str, dict[str, Any]]:
+        """The artifacts that are builds of the ONNX ``onnx_sha`` for this machine as it is now: the only ones
+        timed and chosen (TensorRT engines only where TensorRT runs)."""
+        current = {}
+        for artifact_id, art in artifacts.items():
+            target = Target(art["backend"], art["precision"])
+            if target.backend == "tensorrt" and self.machine.backend != "tensorrt":
+                continue
+            if check_artifact(self.manifest, art, self.key(entry, target, onnx_sha)) is None:
+                current[artifact_id] = art
+        return current
+
     def _bench_feeds(self, entry: ModelEntry, runner: Any) -> dict[str, np.ndarray]:
         with contextlib.suppress(CalibrationError):
             data = self.data(entry)
@@ -529,11 +542,8 @@ class EngineBuilder:
             unverified = {i for i, a in artifacts.items() if "verify" not in a}
             if changed | unverified:
                 self._verify(index, entry, artifacts, changed | unverified)
-            # only builds of this ONNX for this machine are timed and chosen (a failed rebuild keeps the old
-            # artifact on disk, but it is not a candidate)
-            current = {i: a for i, a in artifacts.items()
-                       if check_artifact(self.manifest, a, self.key(entry, Target(a["backend"], a["precision"]),
-                                                                    entry.sha256)) is None}
+            # a failed rebuild keeps the old artifact on disk, but it is not a candidate
+            current = self._current_artifacts(entry, artifacts, entry.sha256)
             benched_file = record.get("bench", {}).get("onnx_sha256")
             if changed or unverified or benched_file != entry.sha256 or self.options.force:
                 record["bench"] = self._bench(index, entry, current)
@@ -594,13 +604,7 @@ class EngineBuilder:
         out: dict[str, Any] = {}
         for index, entry in enumerate(self.selected, 1):
             record = self.manifest.model(entry.name)
-            artifacts = {}
-            for artifact_id, art in record.get("artifacts", {}).items():
-                target = Target(art["backend"], art["precision"])
-                if target.backend == "tensorrt" and self.machine.backend != "tensorrt":
-                    continue
-                if check_artifact(self.manifest, art, self.key(entry, target, sha256_file(entry.path))) is None:
-                    artifacts[artifact_id] = art
+            artifacts = self._current_artifacts(entry, record.get("artifacts", {}), sha256_file(entry.path))
             record["bench"] = self._bench(index, entry, artifacts)
             record["choice"] = self._choose(entry, {**record, "artifacts": artifacts},
                                             policy_for(entry.name, self.options.int8_mode))

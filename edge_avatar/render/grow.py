@@ -26,15 +26,19 @@ against the teacher. torch is needed (the ``train`` extra).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edge_avatar.render.student import Decoder, RendererStudent
+from edge_avatar.render.student import Decoder, RendererStudent, StudentWidths
 
 TEXTURE_PARAMETERS = ("static_texture", "body", "base_fields", "eye_ball", "eye_opening")
+# The student's decoder attributes, as its widths name them. (student.py stays as it is: its code keys the
+# cached phase-1 weights of every training record.)
+DECODERS = tuple(f.name for f in fields(StudentWidths))
 
 
 def _enlarge(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -77,8 +81,7 @@ def grow_student(small: RendererStudent, small_init: dict[str, np.ndarray], larg
     for name in TEXTURE_PARAMETERS:
         learned = small_state[name][0] - torch.from_numpy(small_init[init_names[name]].astype(np.float32))
         state[name] = state[name] + _enlarge(learned, tuple(state[name].shape[-2:])).unsqueeze(0)
-    skip = set(TEXTURE_PARAMETERS) | {f"{d}.out.{p}" for d in ("eye", "mouth", "coarse", "geo") for p in ("weight",
-                                                                                                       "bias")}
+    skip = set(TEXTURE_PARAMETERS) | {f"{d}.out.{p}" for d in DECODERS for p in ("weight", "bias")}
     for name, value in small_state.items():
         if name in skip:
             continue
@@ -86,11 +89,9 @@ def grow_student(small: RendererStudent, small_init: dict[str, np.ndarray], larg
             raise ValueError(f"{name}: {tuple(value.shape)} in the small student, {tuple(state[name].shape)} here")
         state[name] = value.clone()
     large.load_state_dict(state)
-    for name, channels in (("eye", small.eye.out.out_channels // small.eye.shuffle ** 2),
-                           ("mouth", small.mouth.out.out_channels // small.mouth.shuffle ** 2),
-                           ("coarse", small.coarse.out.out_channels // small.coarse.shuffle ** 2),
-                           ("geo", small.geo.out.out_channels // small.geo.shuffle ** 2)):
-        _grow_last_layer(getattr(small, name), getattr(large, name), channels)
+    for name in DECODERS:
+        decoder = getattr(small, name)
+        _grow_last_layer(decoder, getattr(large, name), decoder.out.out_channels // decoder.shuffle ** 2)
     return large
 
 
