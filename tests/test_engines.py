@@ -31,6 +31,7 @@ from edge_avatar.engines.cache import CacheKey, CacheManifest, atomic_write_byte
 from edge_avatar.engines.calibration import CalibrationOptions
 from edge_avatar.engines.manifest import load_entries, validate
 from edge_avatar.engines.verify import compare, psnr_db
+from edge_avatar.engines.quantize import resampling_nodes
 
 FAST = BuildOptions(calibration=CalibrationOptions(sequence_samples=24), bench_warmup=1, bench_iterations=3)
 
@@ -410,13 +411,14 @@ def test_perception_loads_what_the_engine_build_chose_and_reports_it(tmp_path):
 # --------------------------------------------------------------------------- per-model float layers (manifest)
 
 
-def _set_quantization(engines: Path, section, mid_layer: bool = False) -> None:
-    """The renderer_4 entry with a ``quantization`` section (and, with ``mid_layer``, a three-layer model)."""
+def _set_quantization(engines: Path, section, mid_layer: bool = False, mid_name: str = "/mid/MatMul") -> None:
+    """The renderer_4 entry with a ``quantization`` section (and, with ``mid_layer``, a three-layer model whose
+    middle MatMul is named ``mid_name``)."""
     path = engines / "renderer.manifest.json"
     manifest = json.loads(path.read_text())
     entry = manifest["models"]["renderer_4"]
     if mid_layer:
-        data = tiny_renderer(engines / "renderer_4.onnx", mid_layer=True).read_bytes()
+        data = tiny_renderer(engines / "renderer_4.onnx", mid_layer=True, mid_name=mid_name).read_bytes()
         entry.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
     entry["quantization"] = section
     path.write_text(json.dumps(manifest))
@@ -447,6 +449,27 @@ def test_manifest_keeps_named_layers_in_float_and_a_change_rebuilds(setup, monke
     _set_quantization(engines, {"keep_float": ["fc1"]}, mid_layer=True)     # edited, not rebuilt
     resolved = resolve_model("renderer_4", config)
     assert resolved.precision == "fp32" and "recipe changed" in resolved.reason, resolved.reason
+
+
+def test_a_fixed_resampling_layer_stays_float_without_being_listed(setup, monkeypatch) -> None:
+    engines, _, config = setup
+    _fast_int8(monkeypatch)
+    _set_quantization(engines, None, mid_layer=True, mid_name="/resample_fields/MatMul")
+    build_engines(config, BuildOptions(**{**FAST.__dict__, "models": ("renderer_4",)}))
+    art = _manifest(config).data["models"]["renderer_4"]["artifacts"]["onnxruntime:int8"]
+    assert art["build"]["float_resampling"] == ["/resample_fields/MatMul"] and art["build"]["float_layers"] == []
+    qdq = onnx.load(str(_manifest(config).artifact_path(art)))
+    dequantized = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    inputs_from_dq = {n.name: bool(set(n.input) & dequantized) for n in qdq.graph.node
+                      if n.op_type in ("MatMul", "Gemm")}
+    assert inputs_from_dq.pop("/resample_fields/MatMul") is False and inputs_from_dq.pop("fc2") is False
+    assert list(inputs_from_dq.values()) == [True], inputs_from_dq         # fc1 (fused with its bias) is INT8
+
+
+def test_resampling_layers_are_told_by_their_layer_name() -> None:
+    names = ["/resample_fields/MatMul", "/resample_coarse/MatMul_1", "/geo/out/Conv", "resample_x", "/a/resample/Gemm",
+             "/decoder/unresampled/MatMul"]
+    assert resampling_nodes(names) == ["/resample_fields/MatMul", "/resample_coarse/MatMul_1", "/a/resample/Gemm"]
 
 
 @pytest.mark.parametrize("section, words", [

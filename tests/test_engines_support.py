@@ -24,17 +24,18 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def tiny_renderer(path: Path, size_px: int = 4, seed: int = 5, mid_layer: bool = False) -> Path:
+def tiny_renderer(path: Path, size_px: int = 4, seed: int = 5, mid_layer: bool = False,
+                  mid_name: str = "/mid/MatMul") -> Path:
     """motion (1, 64) + background_rgb (3,) -> image (1, S, S, 3) uint8, like renderer.manifest.json says.
 
-    ``mid_layer``: a third MatMul ("/mid/MatMul", exported-style name) between the two.
+    ``mid_layer``: a third MatMul (named ``mid_name``, exported-style) between the two.
     """
     rng = np.random.default_rng(seed)
     hidden = 32
     w1 = (rng.standard_normal((64, hidden)) * 0.2).astype(np.float32)
     b1 = (rng.standard_normal(hidden) * 0.1).astype(np.float32)
     w2 = (rng.standard_normal((hidden, size_px * size_px * 3)) * 2.0).astype(np.float32)
-    mid = [helper.make_node("MatMul", ["h2", "wm"], ["hm"], name="/mid/MatMul")] if mid_layer else []
+    mid = [helper.make_node("MatMul", ["h2", "wm"], ["hm"], name=mid_name)] if mid_layer else []
     nodes = [
         helper.make_node("MatMul", ["motion", "w1"], ["h0"], name="fc1"),
         helper.make_node("Add", ["h0", "b1"], ["h1"], name="fc1_bias"),

@@ -160,6 +160,24 @@ def test_the_shipped_model_draws_what_the_student_draws():
     assert max(off) < 1e-3, f"{max(off):.2%} of a frame is more than one level away from the student"
 
 
+@pytest.mark.parametrize("n_in, scale, start, count", [(48, 4, 0, None), (44, 4, 4, 168), (6, 2, 1, 9), (5, 4, 17, 3)])
+def test_the_upsampling_matrices_are_bilinear_interpolation_cropped(n_in, scale, start, count):
+    """``bilinear_matrix`` is ``F.interpolate(..., align_corners=False)`` followed by the crop, edges included."""
+    torch = pytest.importorskip("torch")
+    from edge_avatar.render.export import BilinearResample, bilinear_matrix
+
+    x = torch.from_numpy(np.random.default_rng(n_in).standard_normal((2, 3, n_in, n_in + 1)).astype(np.float32))
+    full = torch.nn.functional.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=False)
+    rows_stop = full.shape[-2] if count is None else start + count
+    cols_stop = full.shape[-1] if count is None else start + count
+    resample = BilinearResample(bilinear_matrix(n_in, scale, start, count), bilinear_matrix(n_in + 1, scale, start, count))
+    got = resample(x)
+    assert got.shape == (2, 3, rows_stop - start, cols_stop - start)
+    assert torch.allclose(got, full[:, :, start:rows_stop, start:cols_stop], atol=1e-5)
+    with pytest.raises(ValueError, match="outside an upsampling of 5 by 4"):
+        bilinear_matrix(5, 4, 18, 3)
+
+
 def test_the_head_and_its_shadow_stay_inside_the_export_window():
     """What the window rests on, checked with the teacher at the corners of the head's range, jaw open or not,
     cheeks puffed or not: no head and no chin shadow outside it (the shipped model shows only the body there)."""

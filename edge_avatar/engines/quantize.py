@@ -19,7 +19,12 @@ Recipe (``RECIPE`` is part of every cache key):
 3. ``quantize_static``: QDQ format, int8 activations and weights, both
    symmetric, per-channel weights, MinMax calibration, only the weighted ops
    (Conv, Gemm, MatMul) quantized and the last weighted op before each
-   output kept in float (box, landmark and score heads need the resolution).
+   output kept in float (box, landmark and score heads need the resolution);
+   nodes of a layer whose name begins with ``resample`` (``FIXED_RESAMPLING``:
+   ``/resample_fields/MatMul``) stay float
+   too: they are fixed bilinear resamplings written as matrix products (the
+   renderer's upsamplings), whose weights are interpolation shares, not
+   learned ones, and whose INT8 would move the sampling grid itself.
 
 ``POLICIES`` keeps in float the models whose INT8 was measured to be harmful
 (numbers in BENCHMARKS.md), with the reason; ``--int8 all`` tries them anyway.
@@ -51,8 +56,10 @@ from edge_avatar.engines.manifest import load_onnx_checked
 log = logging.getLogger(__name__)
 
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")
+FIXED_RESAMPLING = "resample"
 RECIPE = {"version": 1, "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-channel",
-          "calibration": "MinMax", "ops": list(QUANTIZED_OP_TYPES), "output_heads": "float"}
+          "calibration": "MinMax", "ops": list(QUANTIZED_OP_TYPES), "output_heads": "float",
+          "fixed_resampling": f"float (layers named {FIXED_RESAMPLING}*)"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,12 @@ def model_recipe(entry: Any) -> str:
 def layer_nodes(node_names: list[str], layers: tuple[str, ...]) -> list[str]:
     """The nodes of ``node_names`` inside any of ``layers``: "geo/out" matches "/student/geo/out/Conv" and "geo/out"."""
     return [n for n in node_names if any(f"/{layer}/" in f"/{n.strip('/')}/" for layer in layers)]
+
+
+def resampling_nodes(node_names: list[str]) -> list[str]:
+    """The nodes of ``node_names`` inside a layer whose name begins with ``FIXED_RESAMPLING``:
+    "/resample_fields/MatMul" is one, "/geo/out/Conv" and a bare "resample_x" node name are not."""
+    return [n for n in node_names if any(part.startswith(FIXED_RESAMPLING) for part in n.strip("/").split("/")[:-1])]
 
 
 # --------------------------------------------------------------------------- graph preparation
@@ -246,6 +259,7 @@ def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path
         if keep_float and not float_layers:
             raise BuildError(name, "int8 quantization", f"quantization.keep_float {list(keep_float)} matches no "
                                                         f"Conv/Gemm/MatMul node of {source.name}")
+        resampling = [n for n in resampling_nodes(weighted) if n not in heads + float_layers]
         chatter = io.StringIO()  # the calibrators print progress on stdout, which carries our --json
         with contextlib.redirect_stdout(chatter):
             quantize_static(
@@ -253,7 +267,7 @@ def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=heads + float_layers,
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES), nodes_to_exclude=heads + float_layers + resampling,
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
         if chatter.getvalue().strip():
@@ -270,4 +284,5 @@ def quantize_int8(name: str, source: Path, data: CalibrationData, out_path: Path
                                                      "(no Conv/Gemm/MatMul to quantize?)")
     return {"onnxruntime": onnxruntime.__version__, "calibration_samples": len(data.calibration),
             "dequantize_folded": folded, "float_heads": heads, "float_layers": float_layers,
+            "float_resampling": resampling,
             "weighted_nodes": len(weighted), "qdq_nodes": counts}

@@ -226,8 +226,8 @@ def quantize_int8(source: str | Path, out_path: str | Path, motions: np.ndarray,
 
     Exactly what ``edge-avatar engines build`` makes (``edge_avatar.engines.quantize.quantize_int8``: QDQ,
     int8 symmetric activations and per-channel weights, MinMax ranges, Conv/Gemm/MatMul only, so
-    GridSample, Resize and the compositing stay float), calibrated on ``motions`` rendered over
-    ``background_rgb``. The layers named in ``keep_float`` stay in float: "geo/out" is the geometry
+    GridSample, Resize, the fixed upsamplings (``resample_*``) and the compositing stay float), calibrated
+    on ``motions`` rendered over ``background_rgb``. The layers named in ``keep_float`` stay in float: "geo/out" is the geometry
     decoder's last layer, "out" the last layer of every decoder, "shader2" the shader's last; the build
     takes its list from the renderer manifest's ``quantization.keep_float``.
     """
@@ -238,7 +238,7 @@ def quantize_int8(source: str | Path, out_path: str | Path, motions: np.ndarray,
     feeds = [{"motion": m.reshape(1, -1).astype(np.float32), "background_rgb": background} for m in motions]
     data = CalibrationData("renderer", feeds, [], f"{len(feeds)} motion frames", "")
     facts = quantize_model("renderer", Path(source), data, Path(out_path), tuple(keep_float))
-    floats = facts["float_heads"] + facts["float_layers"]
+    floats = facts["float_heads"] + facts["float_layers"] + facts["float_resampling"]
     return {"calibration_frames": len(feeds), "weighted_nodes": facts["weighted_nodes"],
             "int8_nodes": facts["weighted_nodes"] - len(floats), "float_nodes": floats,
             "bytes": Path(out_path).stat().st_size}
