@@ -268,7 +268,8 @@ def test_narrow_channel_runs_are_widened_without_changing_a_bit():
     import onnxruntime as ort  # noqa: PLC0415
     from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
 
-    from edge_avatar.perception.convert import _decompose_prelu, _pad_narrow_channels  # noqa: PLC0415
+    from edge_avatar.backends.cpu_layout import widen_narrow_channels  # noqa: PLC0415
+    from edge_avatar.perception.convert import _decompose_prelu  # noqa: PLC0415
 
     rng = np.random.default_rng(5)
 
@@ -289,7 +290,7 @@ def test_narrow_channel_runs_are_widened_without_changing_a_bit():
             [init("w_in", 8, 16, 1, 1), init("b_in", 8), init("slope", 8, 1, 1), init("w_dw", 8, 1, 3, 3),
              init("b_dw", 8), init("w_out", 16, 8, 1, 1), init("b_out", 16)])
         _decompose_prelu(graph)
-        runs = _pad_narrow_channels(graph) if widen else 0
+        runs = widen_narrow_channels(graph, 16) if widen else 0
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)])
         onnx.checker.check_model(proto, full_check=True)
         return proto, runs
@@ -317,7 +318,7 @@ def test_a_normalisation_sharing_one_constant_for_scale_and_variance_stays_finit
     import onnxruntime as ort  # noqa: PLC0415
     from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
 
-    from edge_avatar.perception.convert import _pad_narrow_channels  # noqa: PLC0415
+    from edge_avatar.backends.cpu_layout import widen_narrow_channels  # noqa: PLC0415
 
     rng = np.random.default_rng(9)
     inits = [numpy_helper.from_array(rng.normal(0, 1, (8, 16, 1, 1)).astype(np.float32), "w_in"),
@@ -330,7 +331,7 @@ def test_a_normalisation_sharing_one_constant_for_scale_and_variance_stays_finit
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 3, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 3, 3])], inits)
     plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)]).SerializeToString()
-    assert _pad_narrow_channels(graph) == 1
+    assert widen_narrow_channels(graph, 16) == 1
     wide = helper.make_model(graph, opset_imports=[helper.make_opsetid("", DEFAULT_OPSET)]).SerializeToString()
     x = rng.normal(0, 1, (1, 16, 3, 3)).astype(np.float32)
     options = ort.SessionOptions()
@@ -345,7 +346,7 @@ def test_a_run_mixed_with_other_tensors_is_left_alone(other):
     """An Add with an input from outside the run, or a run tensor the graph returns, cannot be widened."""
     from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
 
-    from edge_avatar.perception.convert import _pad_narrow_channels  # noqa: PLC0415
+    from edge_avatar.backends.cpu_layout import widen_narrow_channels  # noqa: PLC0415
 
     inits = [numpy_helper.from_array(np.ones((8, 16, 1, 1), np.float32), "w_in"),
              numpy_helper.from_array(np.ones((16, 8, 1, 1), np.float32), "w_out")]
@@ -359,20 +360,20 @@ def test_a_run_mixed_with_other_tensors_is_left_alone(other):
         nodes.append(helper.make_node("Conv", ["r", "w_out"], ["y"]))
         outputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 8, 3, 3]))
     graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    assert _pad_narrow_channels(graph) == 0
+    assert widen_narrow_channels(graph, 16) == 0
 
 
 def test_a_run_that_reaches_an_unknown_layer_is_left_alone():
     from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
 
-    from edge_avatar.perception.convert import _pad_narrow_channels  # noqa: PLC0415
+    from edge_avatar.backends.cpu_layout import widen_narrow_channels  # noqa: PLC0415
 
     w = numpy_helper.from_array(np.ones((8, 16, 1, 1), np.float32), "w")
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], [w])
-    assert _pad_narrow_channels(graph) == 0
+    assert widen_narrow_channels(graph, 16) == 0
     assert numpy_helper.to_array(graph.initializer[0]).shape == (8, 16, 1, 1)
 
 

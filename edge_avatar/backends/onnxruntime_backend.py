@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_avatar.backends import cpu_layout
 from edge_avatar.backends.base import (
     BackendUnavailable,
     InferenceBackend,
@@ -136,8 +137,18 @@ class OnnxRuntimeBackend(InferenceBackend):
 
         providers = select_providers(config.onnxruntime_providers, ort.get_available_providers())
         provider_options = [_provider_options(p, config) for p in providers]
+        model: str | bytes = str(path)
+        self.channels_widened_runs = 0
+        if providers[0] == "CPUExecutionProvider":      # the CPU's blocked layout (cpu_layout's docstring)
+            try:
+                widened, self.channels_widened_runs = cpu_layout.prepare_for_cpu(
+                    path, cpu_layout.nchwc_block_channels())
+            except Exception as exc:  # noqa: BLE001 - the session below reports a broken file properly
+                logger.debug("onnxruntime: %s not widened for this CPU: %s", path.name, exc)
+                widened = None
+            model = widened if widened is not None else model
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,
+            self._session = ort.InferenceSession(model, sess_options=options, providers=providers,
                                                  provider_options=provider_options)
         except Exception as exc:  # onnxruntime raises its own pybind classes; map them by name
             reason = _LOAD_FAILURES.get(type(exc).__name__, "onnxruntime could not load it")
@@ -151,7 +162,7 @@ class OnnxRuntimeBackend(InferenceBackend):
                     ", ".join(self.providers), config.intra_op_threads or "default")
 
     def _extra_spec(self) -> dict[str, Any]:
-        return {"providers": list(self.providers)}
+        return {"providers": list(self.providers), "channel_runs_widened_for_cpu": self.channels_widened_runs}
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

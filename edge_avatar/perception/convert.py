@@ -24,8 +24,11 @@ Steps, per model:
    the scalings as BatchNormalization (the form ONNX Runtime's CPU provider
    keeps in its fast blocked layout: see ``_decompose_prelu``),
    write each Pad that appends zero channels as an identity 1x1 convolution
-   (``_channel_pads_as_convs``) and widen layers of 8 channels to 16 with zero
-   channels (``_pad_narrow_channels``), both exact and for the same layout, store the
+   (``_channel_pads_as_convs``) and widen runs of layers to a multiple of 8
+   channels with zero channels (``edge_avatar.backends.cpu_layout``), both
+   exact and for the same layout; a model where a 16-channel block would widen
+   more is stamped so that the ONNX Runtime backend widens it at load on an
+   AVX-512 CPU (on AVX2 the extra zeros cost as much as they save there); store the
    weights as float16 initializers followed by
    ``Cast`` to float32 -- only where the float16 round trip is exact, which it is
    for every MediaPipe model because their ``.tflite`` files already hold float16
@@ -70,6 +73,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edge_avatar.backends.cpu_layout import (
+    AVX512_CHANNEL_BLOCK,
+    CONVERTED_CHANNEL_MULTIPLE,
+    WIDEN_KEY,
+    widen_narrow_channels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +268,10 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
         node.output[:] = [renames.get(n, n) for n in node.output]
     prelu_count = _decompose_prelu(graph)
     pads_as_convs = _channel_pads_as_convs(proto)
-    padded_runs = _pad_narrow_channels(graph)
+    padded_runs = widen_narrow_channels(graph, CONVERTED_CHANNEL_MULTIPLE)
+    probe = onnx.GraphProto()
+    probe.CopyFrom(graph)
+    widened_at_load = widen_narrow_channels(probe, AVX512_CHANNEL_BLOCK)   # what an AVX-512 CPU will widen
     _canonical_names(graph)
     # Fixed batch of 1 where tf2onnx left the batch dimension unknown: every model runs one crop at a time.
     for value in (*graph.input, *graph.output):
@@ -302,6 +315,8 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
                        ("source_inner", model.inner or ""), ("source_sha256", source_sha256),
                        ("licence", model.licence)):
         proto.metadata_props.add(key=key, value=value)
+    if widened_at_load:
+        proto.metadata_props.add(key=WIDEN_KEY, value="1")
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(out_path))
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
@@ -310,7 +325,8 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
     return {"opset": opset, "weights": {"float16_stored_params": int(stored_fp16),
                                         "float32_params": int(kept_fp32)},
             "prelu_decomposed": prelu_count, "channel_pads_as_convs": pads_as_convs,
-            "narrow_channel_runs_padded": padded_runs}
+            "narrow_channel_runs_padded": padded_runs,
+            "runs_widened_at_load_on_avx512": widened_at_load}
 
 
 def _decompose_prelu(graph: Any) -> int:
@@ -428,121 +444,6 @@ def _channel_pads_as_convs(proto: Any) -> int:
     if count:
         del graph.node[:]
         graph.node.extend(new_nodes)
-    return count
-
-
-CHANNEL_MULTIPLE = 16   # ONNX Runtime's blocked layout on AVX-512 (8 on AVX2); tensor cores like it too
-
-
-def _pad_narrow_channels(graph: Any, multiple: int = CHANNEL_MULTIPLE) -> int:
-    """Widen each run of layers whose channel count is not a multiple of ``multiple`` with zero channels.
-
-    A run starts at a plain convolution with ``c`` outputs, goes through per-channel layers (Relu,
-    BatchNormalization, Add of two tensors of the run, depthwise convolution) and ends at the plain
-    convolutions that read it. Each gets ``multiple``-rounded channels: the new output channels have
-    zero weights and bias, so they hold exact zeros through every layer of the run (Relu(0) = 0, a
-    zero-scale normalisation with variance 1 gives 0, a zero depthwise kernel gives 0), and the reading
-    convolutions get zero weights for them. The outputs are bit for bit the same (only "+ 0 * 0" terms
-    are added); ONNX Runtime then keeps those layers in its NCHWc layout, which on an AVX-512 CPU needs
-    16 channels: the face mesh's four 8-channel blocks at 128x128 were converted back and forth around
-    every layer. A run that meets any other layer is left as it is. Returns how many runs were widened.
-    """
-    from onnx import numpy_helper  # noqa: PLC0415
-
-    inits = {init.name: init for init in graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in graph.output}
-    added: dict[str, Any] = {}
-    replaced: set[str] = set()
-
-    def attr(node: Any, name: str, default: int) -> int:
-        return next((a.i for a in node.attribute if a.name == name), default)
-
-    def array(name: str) -> np.ndarray | None:
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-
-    def padded(name: str, axis: int, size: int, fill: float = 0.0) -> str:
-        new_name = f"{name}_pad{size}_{axis}" + ("" if fill == 0.0 else f"_fill{fill:g}")
-        replaced.add(name)
-        if new_name not in added:
-            a = numpy_helper.to_array(inits[name])
-            widths = [(0, 0)] * a.ndim
-            widths[axis] = (0, size - a.shape[axis])
-            added[new_name] = numpy_helper.from_array(np.pad(a, widths, constant_values=fill).astype(a.dtype),
-                                                      new_name)
-        return new_name
-
-    def constant_bias(node: Any) -> bool:
-        return len(node.input) < 3 or not node.input[2] or node.input[2] in inits
-
-    count = 0
-    for start in list(graph.node):
-        weights = array(start.input[1]) if start.op_type == "Conv" and len(start.input) > 1 else None
-        if weights is None or attr(start, "group", 1) != 1 or weights.shape[0] % multiple == 0 \
-                or not constant_bias(start):
-            continue
-        c = weights.shape[0]
-        wide = -(-c // multiple) * multiple
-        region, inner, readers, ok = {start.output[0]}, [], [], True
-        seen: set[int] = set()
-        queue = [start.output[0]]
-        while queue and ok:
-            tensor = queue.pop()
-            if tensor in graph_outputs:
-                ok = False
-                break
-            for node in consumers.get(tensor, []):
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                w = array(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-                if node.op_type in ("Relu", "Add"):
-                    inner.append(node)
-                elif node.op_type == "BatchNormalization" and node.input[0] == tensor and all(
-                        n in inits and inits[n].dims == [c] for n in node.input[1:5]):
-                    inner.append(node)
-                elif w is not None and c > 1 and attr(node, "group", 1) == c and w.shape[:2] == (c, 1) \
-                        and node.input[0] == tensor and constant_bias(node):
-                    inner.append(node)
-                elif w is not None and attr(node, "group", 1) == 1 and w.shape[1] == c and node.input[0] == tensor:
-                    readers.append(node)
-                    continue
-                else:
-                    ok = False
-                    break
-                region.add(node.output[0])
-                queue.append(node.output[0])
-        if not ok or not readers or any(n.op_type == "Add" and not set(n.input) <= region for n in inner):
-            continue
-        start.input[1] = padded(start.input[1], 0, wide)
-        if len(start.input) > 2 and start.input[2]:
-            start.input[2] = padded(start.input[2], 0, wide)
-        for node in inner:
-            if node.op_type == "BatchNormalization":      # scale, bias, mean: 0; variance: 1 (no 0/0)
-                for i, fill in ((1, 0.0), (2, 0.0), (3, 0.0), (4, 1.0)):
-                    node.input[i] = padded(node.input[i], 0, wide, fill)
-            elif node.op_type == "Conv":                  # depthwise: one zero kernel per new channel
-                node.input[1] = padded(node.input[1], 0, wide)
-                if len(node.input) > 2 and node.input[2]:
-                    node.input[2] = padded(node.input[2], 0, wide)
-                for a in node.attribute:
-                    if a.name == "group":
-                        a.i = wide
-        for node in readers:
-            node.input[1] = padded(node.input[1], 1, wide)
-        stale = [v for v in graph.value_info if v.name in region]
-        for v in stale:
-            graph.value_info.remove(v)
-        count += 1
-    if count:
-        graph.initializer.extend(added.values())
-        used = {name for node in graph.node for name in node.input}
-        unused = [i for i in graph.initializer if i.name in replaced and i.name not in used]
-        for init in unused:
-            graph.initializer.remove(init)
     return count
 
 
@@ -769,8 +670,10 @@ def convert_all(options: ConvertOptions) -> dict[str, Any]:
                                               "PRelu -> x + BN(Relu(BN(x; -1)); 1 - slope) (stays in ORT's "
                                               "NCHWc layout), zero-channel Pads as identity 1x1 convs, "
                                               "runs of layers with fewer channels "
-                                              f"than a multiple of {CHANNEL_MULTIPLE} widened with zero "
-                                              "channels (bit-exact), exact float16 weights stored as "
+                                              f"than a multiple of {CONVERTED_CHANNEL_MULTIPLE} widened with "
+                                              f"zero channels (bit-exact; to {AVX512_CHANNEL_BLOCK} at load on "
+                                              "an AVX-512 CPU where the file carries "
+                                              f"{WIDEN_KEY}), exact float16 weights stored as "
                                               "float16 + Cast"},
             }
             progress(f"  -> {out_path.name} {out_path.stat().st_size / 1e6:.2f} MB "
