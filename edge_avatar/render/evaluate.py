@@ -226,10 +226,10 @@ def quantize_int8(source: str | Path, out_path: str | Path, motions: np.ndarray,
 
     Exactly what ``edge-avatar engines build`` makes (``edge_avatar.engines.quantize.quantize_int8``: QDQ,
     int8 symmetric activations and per-channel weights, MinMax ranges, Conv/Gemm/MatMul only, so
-    GridSample, Resize, the fixed upsamplings (``resample_*``) and the compositing stay float), calibrated
-    on ``motions`` rendered over ``background_rgb``. The layers named in ``keep_float`` stay in float: "geo/out" is the geometry
-    decoder's last layer, "out" the last layer of every decoder, "shader2" the shader's last; the build
-    takes its list from the renderer manifest's ``quantization.keep_float``.
+    GridSample, Resize, the fixed upsamplings (``resample_*``) and the compositing stay float),
+    calibrated on ``motions`` rendered over ``background_rgb``. The layers named in ``keep_float`` stay
+    in float: "geo/out" is the geometry decoder's last layer, "out" the last layer of every decoder,
+    "shader2" the shader's last; the build takes its list from the renderer manifest's ``quantization.keep_float``.
     """
     from edge_avatar.engines.calibration import CalibrationData  # noqa: PLC0415
     from edge_avatar.engines.quantize import quantize_int8 as quantize_model  # noqa: PLC0415
