@@ -180,7 +180,12 @@ def test_onnxruntime_session_options_follow_config(onnx_model: Path) -> None:
     backend = load_backend("onnxruntime", onnx_model, BackendConfig(intra_op_threads=2))
     options = backend._session.get_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"   # parked by default
     backend.close()
+    spinning = load_backend("onnxruntime", onnx_model, BackendConfig(intra_op_threads=2, onnxruntime_spin_wait=True))
+    with pytest.raises(Exception, match="allow_spinning"):      # not set: ONNX Runtime's default (spin)
+        spinning._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    spinning.close()
 
 
 def test_warm_up_returns_mean_ms(ort_backend) -> None:

@@ -132,6 +132,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         if config.intra_op_threads > 0:
             options.intra_op_num_threads = config.intra_op_threads
         options.inter_op_num_threads = 1
+        if config.intra_op_threads != 1 and not config.onnxruntime_spin_wait:   # see BackendConfig
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
