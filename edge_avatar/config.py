@@ -150,7 +150,8 @@ class BackendConfig:
     name: Literal["onnxruntime", "tensorrt", "null"] = "onnxruntime"
     onnxruntime_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     intra_op_threads: int = _range(0, 64, default=1)  # 0: let the runtime decide
-    # With more than one intra-op thread, let ONNX Runtime's idle workers spin-wait for the next op. Each
+    # With intra_op_threads other than 1 (0 lets the runtime pick one per core), let ONNX Runtime's idle
+    # workers spin-wait for the next op instead of parking. Each
     # session has its own pool, so with the perception models' six sessions on a 2-core box spinning
     # starved the thread doing the work (2 threads: 43 ms a frame, 15 ms parked, 13 ms at 1 thread);
     # a lone model gains from it (the renderer at 2 threads: about 6 ms spinning, 7 ms parked).

@@ -6,9 +6,11 @@ blocked channel layout (NCHWc) whose block is 8 channels on an AVX2 CPU and
 whose channel count is not a multiple of the block falls out of that layout,
 and the graph is reordered back and forth around it. The converted MediaPipe
 face mesh has four 8-channel blocks at 128x128: on an AVX-512 CPU they must
-be 16 channels wide to stay blocked (about -1 ms of 11), while on an AVX2 CPU
-the same zero channels only double the work of those layers (+1 ms of 9.5,
-measured on both boxes, BENCHMARKS.md). One committed file cannot be right
+be 16 channels wide to stay blocked (the reorders around them were part of a
+quarter of the face mesh's profile there, session 5), while on an AVX2 CPU
+the same zero channels only double the work of those layers (the face mesh
+took 10.2-10.6 ms with them and 9.0-9.6 ms without, BENCHMARKS.md). One
+committed file cannot be right
 for both, so the files keep the narrowest block any x86 CPU uses (8: the
 converter widens to that) and the ONNX Runtime backend widens further, in
 memory, when it loads a model on a CPU with a wider block
@@ -17,9 +19,12 @@ stamps ``WIDEN_KEY`` into the files where the wider block finds runs to
 widen, so a model trained by this project (the renderer, the planner) keeps
 the layout it was measured in.
 
-Widening is exact: the added channels hold zeros through every layer, and the
-outputs are bit for bit those of the file (tested). TensorRT and the INT8
-build read the files as committed.
+Widening is exact in real arithmetic: the added channels hold zeros through
+every layer. On a CPU whose block is 8 the widened graph gives bit for bit the
+file's outputs (tested); on an AVX-512 CPU the widened layers run in other
+kernels than the file's, so sums may round in another order (ulp-level
+differences, tested with a tolerance). TensorRT and the INT8 build read the
+files as committed.
 """
 
 from __future__ import annotations
@@ -33,22 +38,21 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-WIDEN_KEY = "edge_avatar.widen_channels_to_cpu_block"     # model metadata: "1" where widening was measured to pay
+WIDEN_KEY = "edge_avatar.widen_channels_to_cpu_block"     # model metadata: "1" where a 16-channel block widens runs
 CONVERTED_CHANNEL_MULTIPLE = 8                              # what the committed files are widened to (AVX2's block)
 AVX512_CHANNEL_BLOCK = 16
 
 
 def nchwc_block_channels(cpu_flags: set[str] | None = None, machine: str | None = None) -> int:
-    """The channel block of ONNX Runtime's blocked convolutions on this CPU: 16 (AVX-512F), 8 (AVX2 with
-    FMA), 0 where it has none (other x86 CPUs, and aarch64, where this module does not widen anything).
-    ``cpu_flags``/``machine`` default to /proc/cpuinfo's first "flags" line and ``platform.machine()``."""
+    """The channel block of ONNX Runtime's blocked convolutions on this CPU: 16 on an x86 CPU with
+    AVX-512F, 8 on other x86 CPUs (MLAS's default block); 0 elsewhere (aarch64: not measured, so nothing
+    is widened there). ``cpu_flags``/``machine`` default to /proc/cpuinfo's first "flags" line and
+    ``platform.machine()``."""
     machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "i686", "x86"):
         return 0
     flags = read_cpu_flags() if cpu_flags is None else cpu_flags
-    if "avx2" in flags and "fma" in flags:
-        return AVX512_CHANNEL_BLOCK if "avx512f" in flags else CONVERTED_CHANNEL_MULTIPLE
-    return 0
+    return AVX512_CHANNEL_BLOCK if "avx512f" in flags else CONVERTED_CHANNEL_MULTIPLE
 
 
 def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -74,6 +78,9 @@ def prepare_for_cpu(model_path: Path, block: int) -> tuple[bytes | None, int]:
     proto = onnx.load(str(model_path))
     if {p.key: p.value for p in proto.metadata_props}.get(WIDEN_KEY) != "1":
         return None, 0
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+           for node in proto.graph.node for a in node.attribute):
+        return None, 0      # If/Loop/Scan bodies would read tensors this pass does not follow
     fold_weight_casts(proto.graph)
     runs = widen_narrow_channels(proto.graph, block)
     if not runs:
@@ -85,10 +92,12 @@ def prepare_for_cpu(model_path: Path, block: int) -> tuple[bytes | None, int]:
 
 def fold_weight_casts(graph: Any) -> int:
     """Replace each Cast of a float16 initializer to float32 by the float32 initializer itself (the
-    converted files store exact float16 weights that way); returns how many were folded."""
+    converted files store exact float16 weights that way); returns how many were folded. An initializer
+    that is also a graph input (a default the caller may override) is left alone."""
     from onnx import TensorProto, numpy_helper  # noqa: PLC0415
 
-    inits = {i.name: i for i in graph.initializer}
+    graph_inputs = {v.name for v in graph.input}
+    inits = {i.name: i for i in graph.initializer if i.name not in graph_inputs}
     folded, keep, sources = [], [], set()
     for node in graph.node:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
@@ -99,7 +108,7 @@ def fold_weight_casts(graph: Any) -> int:
         else:
             keep.append(node)
     if folded:
-        used = {name for node in keep for name in node.input}
+        used = {name for node in keep for name in node.input} | {o.name for o in graph.output}
         stale = [i for i in graph.initializer if i.name in sources and i.name not in used]
         for init in stale:
             graph.initializer.remove(init)
@@ -117,8 +126,9 @@ def widen_narrow_channels(graph: Any, multiple: int) -> int:
     convolutions that read it. Each gets ``multiple``-rounded channels: the new output channels have
     zero weights and bias, so they hold exact zeros through every layer of the run (Relu(0) = 0, a
     zero-scale normalisation with variance 1 gives 0, a zero depthwise kernel gives 0), and the reading
-    convolutions get zero weights for them. The outputs are bit for bit the same (only "+ 0 * 0" terms
-    are added); ONNX Runtime then keeps those layers in its NCHWc layout when ``multiple`` is its block.
+    convolutions get zero weights for them. Only "+ 0 * 0" terms are added: computed by the same kernels
+    the outputs are bit for bit the same (tested with ONNX Runtime's optimizations off); ONNX Runtime
+    then keeps those layers in its NCHWc layout when ``multiple`` is its block.
     A run that meets any other layer is left as it is. Returns how many runs were widened. The weights
     must be initializers (``fold_weight_casts`` first for the committed float16 + Cast files)."""
     from onnx import numpy_helper  # noqa: PLC0415

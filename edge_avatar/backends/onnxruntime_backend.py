@@ -139,19 +139,28 @@ class OnnxRuntimeBackend(InferenceBackend):
 
         providers = select_providers(config.onnxruntime_providers, ort.get_available_providers())
         provider_options = [_provider_options(p, config) for p in providers]
-        model: str | bytes = str(path)
+        widened: bytes | None = None
         self.channels_widened_runs = 0
         if providers[0] == "CPUExecutionProvider":      # the CPU's blocked layout (cpu_layout's docstring)
             try:
                 widened, self.channels_widened_runs = cpu_layout.prepare_for_cpu(
                     path, cpu_layout.nchwc_block_channels())
-            except Exception as exc:  # noqa: BLE001 - the session below reports a broken file properly
-                logger.debug("onnxruntime: %s not widened for this CPU: %s", path.name, exc)
-                widened = None
-            model = widened if widened is not None else model
+            except Exception as exc:  # noqa: BLE001 - the file as it is still runs; the session reports a broken one
+                logger.warning("onnxruntime: %s is loaded as it is, not widened for this CPU's layout: %s",
+                               path.name, exc)
         try:
-            self._session = ort.InferenceSession(model, sess_options=options, providers=providers,
-                                                 provider_options=provider_options)
+            try:
+                self._session = ort.InferenceSession(widened if widened is not None else str(path),
+                                                     sess_options=options, providers=providers,
+                                                     provider_options=provider_options)
+            except Exception as exc:  # noqa: BLE001 - a widened copy that fails: fall back to the file itself
+                if widened is None:
+                    raise
+                logger.warning("onnxruntime: the widened %s failed to load (%s); loading the file as it is",
+                               path.name, str(exc).strip())
+                self.channels_widened_runs = 0
+                self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers,
+                                                     provider_options=provider_options)
         except Exception as exc:  # onnxruntime raises its own pybind classes; map them by name
             reason = _LOAD_FAILURES.get(type(exc).__name__, "onnxruntime could not load it")
             raise ModelLoadError(path, f"{reason}: {str(exc).strip()}") from exc

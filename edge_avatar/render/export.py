@@ -28,7 +28,7 @@ with the constants folded:
   the body layer; the frame is cast to uint8 before the transpose to HWC;
 - the two fixed bilinear upsamplings by 4 (the geometry fields to the
   per-pixel window, the coarse decoder's change to the chart window) are
-  two matrix products each (``BilinearResample``: rows, then columns),
+  two matrix products each (``BilinearResample``: columns, then rows),
   with the window's crop built into the matrices. ONNX Runtime's Resize
   took 1.8 ms of a 12 ms frame on one core for them; the products take
   about 0.6 ms. The engine build never quantizes these nodes
