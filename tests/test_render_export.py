@@ -160,11 +160,41 @@ def test_the_shipped_model_draws_what_the_student_draws():
     assert max(off) < 1e-3, f"{max(off):.2%} of a frame is more than one level away from the student"
 
 
-@pytest.mark.parametrize("n_in, scale, start, count", [(48, 4, 0, None), (44, 4, 4, 168), (6, 2, 1, 9), (5, 4, 17, 3)])
-def test_the_upsampling_matrices_are_bilinear_interpolation_cropped(n_in, scale, start, count):
-    """``bilinear_matrix`` is ``F.interpolate(..., align_corners=False)`` followed by the crop, edges included."""
+UPSAMPLINGS = [(48, 4, 0, None), (44, 4, 4, 168), (6, 2, 1, 9), (5, 4, 17, 3), (7, 4, 20, 8)]
+
+
+@pytest.mark.parametrize("n_in, scale, start, count", UPSAMPLINGS)
+def test_the_upsampling_matrices_are_opencv_bilinear_enlarging_cropped(n_in, scale, start, count):
+    """Without torch: ``rows @ x @ cols.T`` is OpenCV's INTER_LINEAR enlargement (the same half-pixel
+    centres and edge clamping as PyTorch's align_corners=False), then the crop; (7, 4, 20, 8) ends at the
+    right edge."""
+    cv2 = pytest.importorskip("cv2")
+    from edge_avatar.render.upsampling import bilinear_matrix
+
+    x = np.random.default_rng(n_in).standard_normal((n_in, n_in + 1)).astype(np.float32)
+    full = cv2.resize(x, ((n_in + 1) * scale, n_in * scale), interpolation=cv2.INTER_LINEAR)
+    rows, cols = bilinear_matrix(n_in, scale, start, count), bilinear_matrix(n_in + 1, scale, start, count)
+    stop_r = full.shape[0] if count is None else start + count
+    stop_c = full.shape[1] if count is None else start + count
+    np.testing.assert_allclose(rows @ x @ cols.T, full[start:stop_r, start:stop_c], atol=1e-4)
+    np.testing.assert_allclose(rows.sum(1), 1.0, atol=1e-6)       # interpolation shares
+
+
+def test_an_upsampling_crop_outside_the_output_is_refused():
+    from edge_avatar.render.upsampling import bilinear_matrix
+
+    with pytest.raises(ValueError, match="rows 18..21 are outside an upsampling of 5 by 4"):
+        bilinear_matrix(5, 4, 18, 3)
+    with pytest.raises(ValueError, match="outside an upsampling"):
+        bilinear_matrix(5, 4, -1, 3)
+
+
+@pytest.mark.parametrize("n_in, scale, start, count", UPSAMPLINGS)
+def test_the_export_resampling_is_torch_bilinear_interpolation_cropped(n_in, scale, start, count):
+    """``BilinearResample`` is ``F.interpolate(..., align_corners=False)`` followed by the crop, edges included."""
     torch = pytest.importorskip("torch")
-    from edge_avatar.render.export import BilinearResample, bilinear_matrix
+    from edge_avatar.render.export import BilinearResample
+    from edge_avatar.render.upsampling import bilinear_matrix
 
     x = torch.from_numpy(np.random.default_rng(n_in).standard_normal((2, 3, n_in, n_in + 1)).astype(np.float32))
     full = torch.nn.functional.interpolate(x, scale_factor=float(scale), mode="bilinear", align_corners=False)
@@ -175,8 +205,6 @@ def test_the_upsampling_matrices_are_bilinear_interpolation_cropped(n_in, scale,
     got = resample(x)
     assert got.shape == (2, 3, rows_stop - start, cols_stop - start)
     assert torch.allclose(got, full[:, :, start:rows_stop, start:cols_stop], atol=1e-5)
-    with pytest.raises(ValueError, match="outside an upsampling of 5 by 4"):
-        bilinear_matrix(5, 4, 18, 3)
 
 
 def test_the_head_and_its_shadow_stay_inside_the_export_window():

@@ -74,6 +74,7 @@ from edge_avatar.render.student import (
     mouth_inputs,
     widths_from_state,
 )
+from edge_avatar.render.upsampling import bilinear_matrix
 
 OPSET = 17
 
@@ -129,32 +130,14 @@ def _fold_out_channels(conv: nn.Conv2d, shuffle: int, mix: np.ndarray, gain: flo
     return new
 
 
-def bilinear_matrix(n_in: int, scale: int, start: int = 0, count: int | None = None) -> torch.Tensor:
-    """(count, n_in): output rows ``start .. start + count`` of a bilinear upsampling by ``scale`` of ``n_in``
-    samples, as a matrix, with the half-pixel convention of ``F.interpolate(..., align_corners=False)`` (a source
-    position left of the first sample is clamped to it, and right of the last to the last)."""
-    n_out = n_in * scale
-    count = n_out - start if count is None else count
-    if start < 0 or count < 1 or start + count > n_out:
-        raise ValueError(f"rows {start}..{start + count} are outside an upsampling of {n_in} by {scale}")
-    matrix = np.zeros((count, n_in), np.float64)
-    for i in range(count):
-        source = max((start + i + 0.5) / scale - 0.5, 0.0)
-        left = int(np.floor(source))
-        right_share = source - left
-        matrix[i, left] += 1.0 - right_share
-        matrix[i, min(left + 1, n_in - 1)] += right_share
-    return torch.from_numpy(matrix.astype(np.float32))
-
-
 class BilinearResample(nn.Module):
     """(..., H, W) -> (..., rows, cols): a fixed bilinear resampling as two matrix products (columns, then rows)."""
 
-    def __init__(self, rows: torch.Tensor, cols: torch.Tensor):
+    def __init__(self, rows: np.ndarray, cols: np.ndarray):
         """``rows``: (out_h, H) and ``cols``: (out_w, W), e.g. from ``bilinear_matrix``."""
         super().__init__()
-        self.register_buffer("rows", rows.contiguous())
-        self.register_buffer("cols_t", cols.t().contiguous())
+        self.register_buffer("rows", torch.from_numpy(np.ascontiguousarray(rows, np.float32)))
+        self.register_buffer("cols_t", torch.from_numpy(np.ascontiguousarray(cols.T, np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(self.rows, torch.matmul(x, self.cols_t))
