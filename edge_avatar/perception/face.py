@@ -199,11 +199,11 @@ def gaze(landmarks: np.ndarray, pose: HeadPose, screen_pitch_deg: float, looking
     the screen is a soft score of the angle between the gaze and the screen
     direction (``screen_pitch_deg`` below the camera axis).
     """
-    head_cm = (_to_y_up(landmarks) - pose.translation) @ pose.rotation / pose.scale_px_per_cm  # (478, 3) cm
+    eyes = [LM_EYE_IMAGE_LEFT_OUTER, LM_EYE_IMAGE_LEFT_INNER, LM_IRIS_IMAGE_LEFT,
+            LM_EYE_IMAGE_RIGHT_OUTER, LM_EYE_IMAGE_RIGHT_INNER, LM_IRIS_IMAGE_RIGHT]
+    head_cm = (_to_y_up(landmarks[eyes]) - pose.translation) @ pose.rotation / pose.scale_px_per_cm  # (6, 3) cm
     eye_yaw, eye_pitch = [], []
-    for outer, inner, iris, temple_x in (
-            (LM_EYE_IMAGE_LEFT_OUTER, LM_EYE_IMAGE_LEFT_INNER, LM_IRIS_IMAGE_LEFT, -1.0),
-            (LM_EYE_IMAGE_RIGHT_OUTER, LM_EYE_IMAGE_RIGHT_INNER, LM_IRIS_IMAGE_RIGHT, 1.0)):
+    for outer, inner, iris, temple_x in ((0, 1, 2, -1.0), (3, 4, 5, 1.0)):      # rows of head_cm
         rest = (head_cm[outer] + head_cm[inner]) / 2 + (temple_x * EYE_REST_TEMPORAL_CM, EYE_REST_UP_CM, 0.0)
         offset = head_cm[iris] - rest
         eye_yaw.append(math.degrees(math.asin(max(-1.0, min(1.0, offset[0] / EYEBALL_RADIUS_CM)))))
@@ -264,7 +264,7 @@ _BS = {name: i for i, name in enumerate(ARKIT_BLENDSHAPES)}
 
 
 def _mean(bs: np.ndarray, *names: str) -> float:
-    return float(np.mean([bs[_BS[n]] for n in names]))
+    return sum(float(bs[_BS[n]]) for n in names) / len(names)     # plain floats: np.mean of 2 costs ~10 us
 
 
 def blendshape_emotion_evidence(bs: np.ndarray) -> np.ndarray:
